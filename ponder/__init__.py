@@ -1,0 +1,3 @@
+"""ponder: a distributed engine for test-time compute."""
+
+__version__ = "0.1.0"
