@@ -1,0 +1,187 @@
+"""Shared-prefix (cascade) attention for the siblings of one tree node.
+
+When a node is expanded into ``n`` children, every child attends to the same
+prefix (the path from the root to the node) plus its own suffix (the tokens
+it generated itself). Naive batched attention copies the prefix KV ``n`` times;
+here the prefix KV is stored once, attended by the queries of all siblings at
+once, and the partial result is merged with each sibling's suffix attention
+through their log-sum-exp (the "cascade" merge of FlashInfer). The merge is
+exact: softmax over the concatenation [prefix, suffix] equals
+
+    out = (e^{lse_p} * out_p + e^{lse_s} * out_s) / (e^{lse_p} + e^{lse_s}).
+
+Positions: the queries of a sibling are its last ``T`` suffix positions
+``S - T .. S - 1``; query ``t`` sees the whole prefix and suffix keys
+``0 .. S - T + t`` (causal within the suffix).
+
+``shared_prefix_attention`` dispatches to the Triton kernel for CUDA tensors
+when triton imports, and to the torch reference otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "shared_prefix_attention",
+    "shared_prefix_attention_torch",
+    "merge_attention_states",
+    "check_attention_shapes",
+]
+
+
+def check_attention_shapes(
+    q: torch.Tensor,
+    k_prefix: torch.Tensor,
+    v_prefix: torch.Tensor,
+    k_suffix: torch.Tensor,
+    v_suffix: torch.Tensor,
+) -> None:
+    """Raise ``ValueError`` naming the bad tensor unless the shapes agree.
+
+    Expected: q (n, H, T, D); k_prefix, v_prefix (H, P, D);
+    k_suffix, v_suffix (n, H, S, D) with S >= T >= 1 and n >= 1.
+    """
+    if q.dim() != 4:
+        raise ValueError(f"q must be (n, H, T, D), got shape {tuple(q.shape)}")
+    n, num_heads, t, d = q.shape
+    if n < 1 or t < 1:
+        raise ValueError(f"q needs n >= 1 siblings and T >= 1 queries, got shape {tuple(q.shape)}")
+    for name, x in (("k_prefix", k_prefix), ("v_prefix", v_prefix)):
+        if x.dim() != 3 or x.shape[0] != num_heads or x.shape[2] != d:
+            raise ValueError(f"{name} must be (H={num_heads}, P, D={d}), got shape {tuple(x.shape)}")
+    if v_prefix.shape != k_prefix.shape:
+        raise ValueError(f"v_prefix {tuple(v_prefix.shape)} must match k_prefix {tuple(k_prefix.shape)}")
+    for name, x in (("k_suffix", k_suffix), ("v_suffix", v_suffix)):
+        if x.dim() != 4 or x.shape[0] != n or x.shape[1] != num_heads or x.shape[3] != d:
+            raise ValueError(
+                f"{name} must be (n={n}, H={num_heads}, S, D={d}), got shape {tuple(x.shape)}"
+            )
+    if v_suffix.shape != k_suffix.shape:
+        raise ValueError(f"v_suffix {tuple(v_suffix.shape)} must match k_suffix {tuple(k_suffix.shape)}")
+    if k_suffix.shape[2] < t:
+        raise ValueError(f"suffix length S={k_suffix.shape[2]} must be >= number of queries T={t}")
+    dtypes = {x.dtype for x in (q, k_prefix, v_prefix, k_suffix, v_suffix)}
+    devices = {x.device for x in (q, k_prefix, v_prefix, k_suffix, v_suffix)}
+    if len(dtypes) != 1 or len(devices) != 1:
+        raise ValueError(f"all inputs must share one dtype and device, got {dtypes} on {devices}")
+
+
+def merge_attention_states(
+    out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge two partial attention results over disjoint key sets.
+
+    Args:
+        out_a, out_b: (..., D) float32 attention outputs, each normalised over its own keys.
+        lse_a, lse_b: (...) float32 log-sum-exp of the scaled scores over those keys;
+            ``-inf`` marks an empty key set (its output is ignored).
+
+    Returns:
+        (out, lse): (..., D) the attention over the union of the keys, (...) its log-sum-exp.
+    """
+    lse = torch.logaddexp(lse_a, lse_b)  # (...)
+    # Both -inf would give NaN weights; callers guarantee one side is non-empty.
+    w_a = torch.exp(lse_a - lse).unsqueeze(-1)  # (..., 1)
+    w_b = torch.exp(lse_b - lse).unsqueeze(-1)  # (..., 1)
+    # where() keeps an ignored side's garbage (even NaN) out of the sum.
+    out = torch.where(w_a > 0, w_a * out_a, 0.0) + torch.where(w_b > 0, w_b * out_b, 0.0)
+    return out, lse
+
+
+def _prefix_part(
+    q: torch.Tensor, k_prefix: torch.Tensor, v_prefix: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All siblings' queries against the one copy of the prefix, as one matmul per head."""
+    n, num_heads, t, d = q.shape
+    # Stack the queries of all siblings: the prefix is read once for n*T rows.
+    q_rows = q.permute(1, 0, 2, 3).reshape(num_heads, n * t, d)  # (H, n*T, D)
+    scores = torch.matmul(q_rows, k_prefix.transpose(1, 2)) * scale  # (H, n*T, P)
+    lse = torch.logsumexp(scores, dim=-1)  # (H, n*T)
+    probs = torch.exp(scores - lse.unsqueeze(-1))  # (H, n*T, P)
+    out = torch.matmul(probs, v_prefix)  # (H, n*T, D)
+    out = out.reshape(num_heads, n, t, d).permute(1, 0, 2, 3)  # (n, H, T, D)
+    lse = lse.reshape(num_heads, n, t).permute(1, 0, 2)  # (n, H, T)
+    return out, lse
+
+
+def _suffix_part(
+    q: torch.Tensor, k_suffix: torch.Tensor, v_suffix: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sibling's queries against its own suffix, causal."""
+    t, s = q.shape[2], k_suffix.shape[2]
+    scores = torch.matmul(q, k_suffix.transpose(2, 3)) * scale  # (n, H, T, S)
+    query_pos = torch.arange(s - t, s, device=q.device).unsqueeze(1)  # (T, 1)
+    key_pos = torch.arange(s, device=q.device).unsqueeze(0)  # (1, S)
+    # Query t sits at suffix position S-T+t, so it always sees key 0: no empty rows.
+    scores = scores.masked_fill(key_pos > query_pos, float("-inf"))  # (n, H, T, S)
+    lse = torch.logsumexp(scores, dim=-1)  # (n, H, T)
+    probs = torch.exp(scores - lse.unsqueeze(-1))  # (n, H, T, S)
+    out = torch.matmul(probs, v_suffix)  # (n, H, T, D)
+    return out, lse
+
+
+def shared_prefix_attention_torch(
+    q: torch.Tensor,
+    k_prefix: torch.Tensor,
+    v_prefix: torch.Tensor,
+    k_suffix: torch.Tensor,
+    v_suffix: torch.Tensor,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Torch reference of :func:`shared_prefix_attention` (any device); same arguments.
+
+    Computes in float32 (inputs of lower precision are upcast) and returns the input dtype.
+    """
+    check_attention_shapes(q, k_prefix, v_prefix, k_suffix, v_suffix)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    dtype = q.dtype
+    compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    q, k_suffix, v_suffix = q.to(compute), k_suffix.to(compute), v_suffix.to(compute)
+    out_s, lse_s = _suffix_part(q, k_suffix, v_suffix, scale)  # (n, H, T, D), (n, H, T)
+    if k_prefix.shape[1] == 0:
+        return out_s.to(dtype)
+    out_p, lse_p = _prefix_part(q, k_prefix.to(compute), v_prefix.to(compute), scale)
+    out, _ = merge_attention_states(out_p, lse_p, out_s, lse_s)  # (n, H, T, D)
+    return out.to(dtype)
+
+
+def shared_prefix_attention(
+    q: torch.Tensor,
+    k_prefix: torch.Tensor,
+    v_prefix: torch.Tensor,
+    k_suffix: torch.Tensor,
+    v_suffix: torch.Tensor,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Attention of ``n`` siblings over one shared prefix plus their own suffixes.
+
+    The prefix KV is stored and read once for all siblings; nothing of it is
+    duplicated per sibling.
+
+    Args:
+        q: (n, H, T, D) queries: the last T positions of each sibling's suffix.
+        k_prefix: (H, P, D) keys of the shared prefix (P may be 0).
+        v_prefix: (H, P, D) values of the shared prefix.
+        k_suffix: (n, H, S, D) each sibling's own keys, S >= T.
+        v_suffix: (n, H, S, D) each sibling's own values.
+        scale: score scale; default 1 / sqrt(D).
+
+    Returns:
+        (n, H, T, D) attention output in q's dtype. Query t (suffix position
+        S - T + t) attends to the whole prefix and to suffix keys 0 .. S - T + t.
+
+    Raises:
+        ValueError: shapes, dtypes or devices disagree (the message names the tensor).
+    """
+    check_attention_shapes(q, k_prefix, v_prefix, k_suffix, v_suffix)
+    if q.is_cuda:
+        from ponder.kernels import triton_available
+
+        if triton_available():
+            from ponder.kernels.triton_prefix_attention import shared_prefix_attention_triton
+
+            return shared_prefix_attention_triton(q, k_prefix, v_prefix, k_suffix, v_suffix, scale)
+    return shared_prefix_attention_torch(q, k_prefix, v_prefix, k_suffix, v_suffix, scale)
