@@ -1,0 +1,379 @@
+"""FLOP accounting: worst-case reservations before dispatch, exact settlement after.
+
+A request reserves the FLOPs it could cost at most before it is dispatched and
+settles to what it did cost when its result arrives, so ``spent + reserved``
+never passes a cap, however many requests are in flight. Every FLOP comes from
+``ponder.search.flops.flops``; this module only decides which token counts to
+feed it.
+
+Why a reservation always covers its settlement: a backend's token counts respect
+the token bound (each sequence's prompt has at most ``token_bound(text)`` tokens
+and at most ``max_new_tokens`` are generated per sample), so the actual computed
+tokens and the actual per-token context are each at most the reserved ones, and
+``flops()`` grows with both. A backend that breaks the bound (a chat template
+longer than the bound's slack, say) makes ``settle`` raise ``BudgetError``
+instead of silently passing a cap: give such a backend a larger ``token_bound``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ponder.search.flops import ModelSpec, flops
+from ponder.search.messages import GenerateRequest, GenerateResult, Request, Result, ScoreRequest
+
+TokenBound = Callable[[str], int]  # text -> an upper bound on its token count
+MODELS: tuple[str, ...] = ("generator", "verifier")
+TOKEN_BOUND_SLACK = 16  # specials a tokenizer may add (BOS, EOS, chat markers)
+
+
+def default_token_bound(text: str) -> int:
+    """An upper bound on the tokens of ``text`` for char-level and byte-level BPE tokenizers.
+
+    Byte-level BPE starts from one token per UTF-8 byte and merges only shorten
+    that; a char-level tokenizer has at most one token per byte too. The slack
+    covers special tokens.
+    """
+    return len(text.encode("utf-8")) + TOKEN_BOUND_SLACK
+
+
+def score_path_text(prompt: str, steps: list[str]) -> str:
+    """The text a verifier reads for one path: the prompt and its steps, newline-joined."""
+    return "\n".join([prompt, *steps])
+
+
+def worst_case_tokens(request: Request, token_bound: TokenBound = default_token_bound) -> tuple[int, int]:
+    """``(computed tokens, per-token context)`` that ``request`` can cost at most.
+
+    A generate request computes ``n * (P + max_new_tokens)`` tokens with
+    ``P = token_bound(prefix)``, none of them cached; a score request computes every
+    path's bound, each token attending to at most the longest path.
+    """
+    if isinstance(request, GenerateRequest):
+        if request.n < 1 or request.max_new_tokens < 0:
+            raise ValueError(f"GenerateRequest {request.request_id} needs n >= 1 and "
+                             f"max_new_tokens >= 0, got n={request.n}, "
+                             f"max_new_tokens={request.max_new_tokens}")
+        per_sample = token_bound(request.prefix) + request.max_new_tokens
+        return request.n * per_sample, per_sample
+    bounds = [token_bound(score_path_text(request.prompt, path)) for path in request.paths]
+    return sum(bounds), max(bounds, default=0)
+
+
+def worst_case_flops(request: Request, spec: ModelSpec,
+                     token_bound: TokenBound = default_token_bound) -> int:
+    """The most FLOPs ``request`` can cost on ``spec``: what to reserve before dispatch.
+
+    Args:
+        request: a GenerateRequest (for the generator) or ScoreRequest (for the verifier).
+        spec: the model that will serve it.
+        token_bound: text -> an upper bound on its token count for that model's tokenizer.
+
+    Raises:
+        ValueError: if a generate request has ``n < 1`` or ``max_new_tokens < 0``.
+    """
+    return flops(spec, *worst_case_tokens(request, token_bound))
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def actual_flops(request: Request, result: Result, spec: ModelSpec) -> int:
+    """The FLOPs ``result`` did cost, from the token counts the backend reported.
+
+    Generate: ``num_prompt - num_cached + num_generated`` tokens computed, each
+    attending to one sample's prompt plus its generated tokens (averaged over ``n``,
+    rounded up). Score: the uncached prompt tokens, each attending to one average path.
+
+    Raises:
+        ValueError: if the counts are inconsistent (negative, or more cached than prompt tokens).
+    """
+    num_prompt, num_cached = result.num_prompt_tokens, result.num_cached_prompt_tokens
+    num_generated = result.num_generated_tokens if isinstance(result, GenerateResult) else 0
+    if min(num_prompt, num_cached, num_generated) < 0 or num_cached > num_prompt:
+        raise ValueError(f"result {result.request_id} has inconsistent token counts: "
+                         f"prompt={num_prompt}, cached={num_cached}, generated={num_generated}")
+    computed = num_prompt - num_cached + num_generated
+    if isinstance(request, GenerateRequest):
+        n = max(request.n, 1)
+        context = _ceil_div(num_prompt, n) + _ceil_div(num_generated, n)
+    else:
+        context = _ceil_div(num_prompt, len(request.paths)) if request.paths else 0
+    return flops(spec, computed, context)
+
+
+class BudgetError(RuntimeError):
+    """A settlement that would break the ledger (more spent than reserved, a stale reservation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """FLOPs set aside for one request until it settles or is released."""
+
+    reservation_id: int
+    problem_id: str
+    flops: int
+    model: str  # "generator" | "verifier"
+
+
+class _Ledger:
+    """Spent and reserved FLOPs against one cap (a problem's or the job's)."""
+
+    __slots__ = ("cap", "spent", "reserved", "spent_by_model")
+
+    def __init__(self, cap: int | None):
+        self.cap = cap  # None = unlimited
+        self.spent = 0
+        self.reserved = 0
+        self.spent_by_model = dict.fromkeys(MODELS, 0)  # model -> FLOPs spent
+
+    def fits(self, amount: int) -> bool:
+        return self.cap is None or self.spent + self.reserved + amount <= self.cap
+
+    def headroom(self, count_reserved: bool) -> int | None:
+        if self.cap is None:
+            return None
+        return self.cap - self.spent - (self.reserved if count_reserved else 0)
+
+    def check(self, name: str) -> None:
+        assert self.spent >= 0 and self.reserved >= 0, f"{name}: negative ledger {self.spent}, {self.reserved}"
+        assert self.cap is None or self.spent + self.reserved <= self.cap, (
+            f"{name}: spent {self.spent} + reserved {self.reserved} > cap {self.cap}")
+
+
+def _min_headroom(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _check_amount(what: str, value: Any, allow_none: bool) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # caps from YAML/CLI often arrive as 1e15
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        valid = "an int >= 0" + (" or None (unlimited)" if allow_none else "")
+        raise ValueError(f"{what} must be {valid}, got {value!r}")
+    return value
+
+
+class BudgetManager:
+    """FLOP caps per problem and per job, with reservations for requests in flight.
+
+    Every operation keeps, for each problem and for the job: ``spent >= 0``,
+    ``reserved >= 0`` and ``spent + reserved <= cap``.
+
+    Args:
+        flops_total: cap on the whole job; None = unlimited.
+        flops_per_problem: default cap of each problem; None = unlimited.
+
+    Raises:
+        ValueError: if a cap is not an int >= 0 or None.
+    """
+
+    def __init__(self, flops_total: int | None = None, flops_per_problem: int | None = None):
+        self.flops_total = _check_amount("flops_total", flops_total, allow_none=True)
+        self.flops_per_problem = _check_amount("flops_per_problem", flops_per_problem, allow_none=True)
+        self._job = _Ledger(self.flops_total)
+        self._problems: dict[str, _Ledger] = {}  # problem_id -> its ledger
+        self._open: dict[int, Reservation] = {}  # reservation_id -> open reservation
+        self._next_reservation_id = 0
+
+    # -- problems -------------------------------------------------------------
+
+    def add_problem(self, problem_id: str, cap: int | None = None) -> None:
+        """Register a problem with ``cap`` FLOPs, or the default ``flops_per_problem`` if None.
+
+        Raises:
+            ValueError: if the problem is already registered or the cap is invalid.
+        """
+        if problem_id in self._problems:
+            raise ValueError(f"problem {problem_id!r} is already in the budget")
+        cap = self.flops_per_problem if cap is None else _check_amount("cap", cap, allow_none=False)
+        self._problems[problem_id] = _Ledger(cap)
+
+    def __contains__(self, problem_id: str) -> bool:
+        return problem_id in self._problems
+
+    def set_problem_cap(self, problem_id: str, cap: int | None) -> int | None:
+        """Move a problem's cap (the compute-optimal allocator's lever); None = unlimited.
+
+        A cap below what the problem already spent and reserved is clamped up to that
+        sum, so taking budget away only freezes a problem, never breaks the ledger.
+
+        Returns:
+            The cap now in force.
+
+        Raises:
+            KeyError: unknown problem. ValueError: invalid cap.
+        """
+        ledger = self._ledger(problem_id)
+        cap = _check_amount("cap", cap, allow_none=True)
+        ledger.cap = None if cap is None else max(cap, ledger.spent + ledger.reserved)
+        ledger.check(problem_id)
+        return ledger.cap
+
+    def _ledger(self, problem_id: str) -> _Ledger:
+        try:
+            return self._problems[problem_id]
+        except KeyError:
+            raise KeyError(f"problem {problem_id!r} is not in the budget; call add_problem first") from None
+
+    # -- reservations ---------------------------------------------------------
+
+    def reserve(self, problem_id: str, flops: int, model: str = "generator") -> Reservation | None:
+        """Set ``flops`` aside for one request of ``problem_id``.
+
+        Returns:
+            The reservation, or None if it would push ``spent + reserved`` over the
+            problem's cap or the job's cap (nothing is changed then).
+
+        Raises:
+            KeyError: unknown problem. ValueError: negative ``flops`` or unknown ``model``.
+        """
+        ledger = self._ledger(problem_id)
+        _check_amount("flops", flops, allow_none=False)
+        if model not in ledger.spent_by_model:
+            raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
+        if not (ledger.fits(flops) and self._job.fits(flops)):
+            return None
+        reservation = Reservation(self._next_reservation_id, problem_id, flops, model)
+        self._next_reservation_id += 1
+        self._open[reservation.reservation_id] = reservation
+        ledger.reserved += flops
+        self._job.reserved += flops
+        return reservation
+
+    def settle(self, reservation: Reservation, actual: int) -> None:
+        """Close ``reservation`` having spent ``actual`` FLOPs (its unused rest is freed).
+
+        Raises:
+            BudgetError: if the reservation is not open, or ``actual`` exceeds it
+                (the backend broke its token bound); the ledger is unchanged then.
+            ValueError: negative ``actual``.
+        """
+        _check_amount("actual", actual, allow_none=False)
+        self._check_open(reservation)
+        if actual > reservation.flops:
+            raise BudgetError(
+                f"problem {reservation.problem_id!r}: {reservation.model} spent {actual} FLOPs "
+                f"but reserved only {reservation.flops}; its backend reported more tokens than "
+                f"the token bound allows (give the scheduler a larger token_bound)")
+        del self._open[reservation.reservation_id]
+        for ledger in (self._problems[reservation.problem_id], self._job):
+            ledger.reserved -= reservation.flops
+            ledger.spent += actual
+            ledger.spent_by_model[reservation.model] += actual
+        self._problems[reservation.problem_id].check(reservation.problem_id)
+        self._job.check("job")
+
+    def release(self, reservation: Reservation) -> None:
+        """Cancel ``reservation`` with nothing spent (cancellation, failed dispatch).
+
+        Raises:
+            BudgetError: if the reservation is not open.
+        """
+        self._check_open(reservation)
+        del self._open[reservation.reservation_id]
+        for ledger in (self._problems[reservation.problem_id], self._job):
+            ledger.reserved -= reservation.flops
+            ledger.check(reservation.problem_id)
+
+    def _check_open(self, reservation: Reservation) -> None:
+        if self._open.get(reservation.reservation_id) != reservation:
+            raise BudgetError(f"reservation {reservation.reservation_id} of problem "
+                              f"{reservation.problem_id!r} is not open (already settled or released)")
+
+    # -- queries --------------------------------------------------------------
+
+    def cap(self, problem_id: str) -> int | None:
+        return self._ledger(problem_id).cap
+
+    def spent(self, problem_id: str) -> int:
+        return self._ledger(problem_id).spent
+
+    def reserved(self, problem_id: str) -> int:
+        return self._ledger(problem_id).reserved
+
+    def remaining(self, problem_id: str, count_reserved: bool = True) -> int | None:
+        """FLOPs ``problem_id`` can still reserve: the tighter of its cap and the job's.
+
+        Args:
+            count_reserved: if False, as if every open reservation settled at zero
+                (the most the problem could ever get without a cap change).
+
+        Returns:
+            The headroom, or None if neither cap limits it.
+        """
+        return _min_headroom(self._ledger(problem_id).headroom(count_reserved),
+                             self._job.headroom(count_reserved))
+
+    @property
+    def job_spent(self) -> int:
+        return self._job.spent
+
+    @property
+    def job_reserved(self) -> int:
+        return self._job.reserved
+
+    @property
+    def job_remaining(self) -> int | None:
+        """FLOPs the job can still reserve; None if unlimited."""
+        return self._job.headroom(count_reserved=True)
+
+    def spent_by_model(self, problem_id: str | None = None) -> dict[str, int]:
+        """``{"generator": ..., "verifier": ...}`` spent by the job, or by one problem."""
+        ledger = self._job if problem_id is None else self._ledger(problem_id)
+        return dict(ledger.spent_by_model)
+
+    @property
+    def num_open_reservations(self) -> int:
+        return len(self._open)
+
+    @property
+    def problem_ids(self) -> list[str]:
+        return list(self._problems)
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """The ledger as plain dicts, lists, strs and ints (msgpack-able below 2**64 FLOPs)."""
+        return {
+            "flops_total": self.flops_total,
+            "flops_per_problem": self.flops_per_problem,
+            "next_reservation_id": self._next_reservation_id,
+            "problems": {pid: {"cap": led.cap, "spent_by_model": dict(led.spent_by_model)}
+                         for pid, led in self._problems.items()},
+            "open_reservations": [[r.reservation_id, r.problem_id, r.flops, r.model]
+                                  for r in self._open.values()],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "BudgetManager":
+        """Rebuild a manager from ``to_state()``; spent and reserved are recomputed from it.
+
+        Open reservations come back open: a resuming engine releases those whose
+        requests it will not see answered.
+        """
+        manager = cls(state["flops_total"], state["flops_per_problem"])
+        for pid, entry in state["problems"].items():
+            ledger = _Ledger(entry["cap"])
+            for model, amount in entry["spent_by_model"].items():
+                ledger.spent_by_model[model] = amount
+                ledger.spent += amount
+            manager._problems[pid] = ledger
+            manager._job.spent += ledger.spent
+            for model in MODELS:
+                manager._job.spent_by_model[model] += ledger.spent_by_model[model]
+        for rid, pid, amount, model in state["open_reservations"]:
+            manager._open[rid] = Reservation(rid, pid, amount, model)
+            manager._problems[pid].reserved += amount
+            manager._job.reserved += amount
+        manager._next_reservation_id = state["next_reservation_id"]
+        for pid, ledger in manager._problems.items():
+            ledger.check(pid)
+        manager._job.check("job")
+        return manager
