@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["sample", "sample_torch", "sampling_probs", "sampling_cutoffs", "expand_params"]
+__all__ = [
+    "sample",
+    "sample_torch",
+    "sampling_probs",
+    "sampling_cutoffs",
+    "expand_params",
+    "filters_on",
+    "scale_logits",
+]
 
 ParamLike = float | int | torch.Tensor
 
@@ -61,9 +69,15 @@ def expand_params(
     return temp, k, p
 
 
-def _scale(logits: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
+def scale_logits(logits: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
+    """(B, V) float32 logits / temperature; greedy rows (temperature 0) stay unscaled."""
     safe_temp = torch.where(temp > 0, temp, torch.ones_like(temp))  # (B,) greedy rows unscaled
     return logits.float() / safe_temp.unsqueeze(1)  # (B, V)
+
+
+def filters_on(top_k: torch.Tensor, top_p: torch.Tensor, vocab: int) -> bool:
+    """True when some row turns top-k or top-p on (only then is a sort needed)."""
+    return bool((((top_k > 0) & (top_k < vocab)) | (top_p < 1.0)).any())
 
 
 def sampling_cutoffs(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -81,9 +95,8 @@ def sampling_cutoffs(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Ten
     num_rows, vocab = scaled.shape
     k_on = (top_k > 0) & (top_k < vocab)  # (B,)
     p_on = top_p < 1.0  # (B,)
-    cutoff = torch.full((num_rows,), float("-inf"), device=scaled.device)  # (B,)
     if not bool((k_on | p_on).any()):
-        return cutoff  # no sort needed
+        return torch.full((num_rows,), float("-inf"), device=scaled.device)  # (B,) no sort needed
     sorted_vals = torch.sort(scaled, dim=-1, descending=True).values  # (B, V)
     k = torch.where(k_on, top_k, torch.full_like(top_k, vocab))  # (B,)
     kth = sorted_vals.gather(1, (k - 1).unsqueeze(1))  # (B, 1)
@@ -99,7 +112,7 @@ def sampling_cutoffs(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Ten
 
 def _filtered(logits, temperature, top_k, top_p):
     temp, k, p = expand_params(logits, temperature, top_k, top_p)
-    scaled = _scale(logits, temp)  # (B, V)
+    scaled = scale_logits(logits, temp)  # (B, V)
     cutoff = sampling_cutoffs(scaled, k, p)  # (B,)
     keep = scaled >= cutoff.unsqueeze(1)  # (B, V)
     return temp, scaled, keep
