@@ -1,0 +1,180 @@
+"""Level-synchronous tree growth: the loop beam search, DVTS and REBASE share.
+
+One level is: expand every frontier node (one request each, ``n`` = its width),
+optionally roll the new children out a few steps, score them in one request,
+then let a *selection policy* say which finished paths to collect and how many
+samples each surviving child gets at the next level. The policies differ
+(top-k for beam and DVTS, a softmax over scores for REBASE); the loop does not.
+
+A level's results are applied in request order once all have arrived, so the
+tree does not depend on the order the scheduler delivers them in.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+from ponder.search.messages import GenerateRequest, GenerateResult, Request, Result, ScoreRequest
+from ponder.search.strategies.base import Strategy
+from ponder.search.strategies.common import (add_children, apply_scores, path_value, score_request,
+                                             step_request)
+from ponder.search.strategies.rollout import Rollouts
+from ponder.search.tree import NodeStatus
+
+# (search, new children, node_id -> value) -> (finished paths to collect, node_id -> next-level width)
+SelectPolicy = Callable[["LevelSearch", list[int], dict[int, float]], tuple[list[int], dict[int, int]]]
+
+
+class LevelSearch:
+    """Grow ``strategy.tree`` level by level from ``start_id``.
+
+    Args:
+        strategy: the owner: tree, task, params and request ids.
+        start_id: the node the search grows from (the root, or a subtree's top).
+        first_width: samples drawn from ``start_id`` at the first level.
+        select: the policy that picks collected terminals and next-level widths.
+        agg: step-score aggregation giving each child its value.
+        seed: seeds this search's sampling requests (its own stream, so that
+            searches sharing a strategy do not depend on each other's timing).
+        num_terminals: stop once this many finished paths are collected (None: only
+            when the frontier is empty).
+        lookahead: rollout steps before scoring each level (0: no rollouts).
+        lookahead_temperature: sampling temperature of rollout steps.
+    """
+
+    def __init__(self, strategy: Strategy, start_id: int, first_width: int, select: SelectPolicy,
+                 agg: str, seed: int, num_terminals: int | None = None, lookahead: int = 0,
+                 lookahead_temperature: float = 0.0):
+        self.strategy = strategy
+        self.select = select
+        self.agg = agg
+        self.num_terminals = num_terminals
+        self.lookahead = lookahead
+        self.lookahead_temperature = lookahead_temperature
+        self.rng = random.Random(seed)
+        self.terminals: list[int] = []  # collected finished paths (leaf node ids)
+        self.node_ids: list[int] = []  # every node this search created, in creation order
+        self.levels: list[dict[int, int]] = []  # per level: node_id -> samples asked for it
+        self.values: dict[int, float] = {}  # node_id -> the value the policy ranked it by
+        self.finished = False
+        self._expanding: dict[int, int] = {}  # request_id -> node_id, this level's expansions
+        self._results: dict[int, GenerateResult] = {}  # request_id -> result, until the level is in
+        self._children: list[int] = []  # this level's new nodes
+        self._rollouts: Rollouts | None = None
+        self._scoring: int | None = None  # request_id of this level's score request
+        self._outbox: list[Request] = []
+        self._expand({start_id: first_width})
+
+    def requests(self) -> list[Request]:
+        """Requests to dispatch now."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def owns(self, request_id: int) -> bool:
+        """Whether ``request_id`` is one of this search's unanswered requests."""
+        return (request_id in self._expanding or request_id == self._scoring
+                or (self._rollouts is not None and self._rollouts.owns(request_id)))
+
+    def on_result(self, request: Request, result: Result) -> None:
+        """Take one result; advances the level once all of its results are in."""
+        request_id = request.request_id
+        if request_id in self._expanding:
+            self._results[request_id] = result
+            if len(self._results) == len(self._expanding):
+                self._grow()
+        elif self._rollouts is not None and self._rollouts.owns(request_id):
+            self._rollouts.on_result(request, result)
+            self._outbox.extend(self._rollouts.requests())
+            if self._rollouts.done:
+                self._score()
+        elif request_id == self._scoring:
+            self._select(result)
+        else:
+            raise KeyError(f"request {request_id} is not one of this search's requests")
+
+    def _expand(self, widths: dict[int, int]) -> None:
+        tree = self.strategy.tree
+        self.levels.append(dict(widths))
+        for node_id, n in widths.items():
+            request: GenerateRequest = step_request(self.strategy, node_id, n, self.rng.getrandbits(31))
+            tree[node_id].status = NodeStatus.EXPANDING
+            self._expanding[request.request_id] = node_id
+            self._outbox.append(request)
+
+    def _grow(self) -> None:
+        tree, task = self.strategy.tree, self.strategy.task
+        children: list[int] = []
+        for request_id, node_id in self._expanding.items():  # send order, not arrival order
+            children += add_children(tree, task, node_id, self._results[request_id])
+        self._expanding.clear()
+        self._results.clear()
+        self.node_ids += children
+        self._children = children
+        if not children:  # the budget left nothing to grow
+            self.finished = True
+            return
+        if self.lookahead > 0:
+            self._rollouts = Rollouts(self.strategy, children, self.lookahead,
+                                      self.lookahead_temperature, self.rng.getrandbits(31))
+            self._outbox.extend(self._rollouts.requests())
+            if not self._rollouts.done:
+                return
+        self._score()
+
+    def _score(self) -> None:
+        tails = self._rollouts.tails if self._rollouts is not None else None
+        request: ScoreRequest = score_request(self.strategy, self._children, tails)
+        self._scoring = request.request_id
+        self._outbox.append(request)
+
+    def _select(self, result: Result) -> None:
+        tree = self.strategy.tree
+        self._scoring = None
+        self._rollouts = None
+        full = apply_scores(tree, self._children, result)
+        values = {c: path_value(tree, c, self.agg, full.get(c)) for c in self._children}
+        self.values.update(values)
+        collected, widths = self.select(self, self._children, values)
+        self.terminals += collected
+        for child in self._children:
+            if child not in widths and not tree[child].is_terminal:
+                tree[child].status = NodeStatus.PRUNED
+        enough = self.num_terminals is not None and len(self.terminals) >= self.num_terminals
+        if enough or not widths:
+            self.finished = True
+            return
+        self._expand(widths)
+
+
+class LevelStrategy(Strategy):
+    """A strategy that is one LevelSearch grown from the root (beam search, REBASE).
+
+    Subclasses set ``self.search`` in ``__init__`` and implement ``answer``.
+    """
+
+    search: LevelSearch
+
+    def requests(self) -> list[Request]:
+        return [] if self.done else self.search.requests()
+
+    def on_result(self, request: Request, result: Result) -> None:
+        if self.done:
+            return
+        self.search.on_result(request, result)
+        if self.search.finished:
+            self.stop("done")
+
+
+def spread(total: int, node_ids: list[int]) -> dict[int, int]:
+    """Split ``total`` samples evenly over ``node_ids``; the first ones get the remainder."""
+    if not node_ids:
+        return {}
+    base, extra = divmod(total, len(node_ids))
+    widths = {n: base + (i < extra) for i, n in enumerate(node_ids)}
+    return {n: w for n, w in widths.items() if w > 0}
+
+
+def ranked(node_ids: list[int], values: dict[int, float]) -> list[int]:
+    """``node_ids`` best value first; ties go to the older node, so ranking is deterministic."""
+    return sorted(node_ids, key=lambda n: (-values[n], n))
