@@ -1,0 +1,168 @@
+"""``ponder train``: train the embedded generator, then the verifier, from scratch on CPU.
+
+1. Generator: next-token loss on step-by-step solutions of the Game-of-24 train
+   puzzles (every puzzle of 24.csv except the test split 900-999).
+2. Rollouts: the trained generator samples paths on the train puzzles; each is
+   labelled by whether its final answer is right.
+3. Verifier: a PRM initialised from the generator's trunk, fitted to the
+   per-step success rates of those rollouts.
+The weights and their json configs go to ``--out`` (default: the shipped weights dir).
+
+Run as ``ponder train`` or ``python -m ponder.models.train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from ponder.models import checkpoint
+from ponder.models.data import GeneratorBatcher, VerifierBatcher, generator_texts, step_targets
+from ponder.models.gpt import GPT, GPTConfig
+from ponder.models.rollouts import collect_rollouts
+from ponder.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
+from ponder.models.verifier import ProcessRewardModel
+from ponder.tasks import game24
+
+DEV_SPLIT = (range(800, 900), range(1000, 1100))  # held out by --dev, for tuning without the test split
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the training options to ``parser`` (``ponder train`` and ``python -m``)."""
+    g = parser.add_argument_group("embedded model training")
+    g.add_argument("--out", default=str(checkpoint.WEIGHTS_DIR), help="where the weights go")
+    g.add_argument("--data", default=None, help="24.csv (default: the bundled Game-of-24 data)")
+    g.add_argument("--gen-steps", type=int, default=2400, help="generator optimizer steps")
+    g.add_argument("--ver-steps", type=int, default=800, help="verifier optimizer steps")
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
+    g.add_argument("--n-layer", type=int, default=4)
+    g.add_argument("--n-head", type=int, default=4)
+    g.add_argument("--n-embd", type=int, default=128)
+    g.add_argument("--rollouts", type=int, default=16, help="verifier rollouts per train puzzle")
+    g.add_argument("--rollout-temperature", type=float, default=1.0)
+    g.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--dev", action="store_true",
+                   help="also hold out puzzles 800-899 and 1000-1099 (for tuning; never the test split)")
+    g.add_argument("--max-puzzles", type=int, default=0, help="use only the first N train puzzles (0 = all)")
+    g.add_argument("--skip-generator", action="store_true",
+                   help="reuse the generator already in --out; train only the verifier")
+
+
+def train_puzzles(args) -> list[tuple[int, ...]]:
+    """Train puzzles for this run: 24.csv minus the test split (minus the dev split with --dev)."""
+    puzzles = [tuple(game24.parse_numbers(p.problem)) for p in game24.train_puzzles(args.data)]
+    if args.dev:
+        dev = {game24_key(p) for p in dev_puzzles(args.data)}
+        puzzles = [p for p in puzzles if game24_key(p) not in dev]
+    for p in puzzles:
+        assert not game24.is_test_puzzle(p), f"test puzzle {p} in training data"
+    return puzzles[:args.max_puzzles] if args.max_puzzles > 0 else puzzles
+
+
+def dev_puzzles(path=None) -> list[tuple[int, ...]]:
+    """Puzzles 800-899 and 1000-1099: the tuning split used by --dev runs."""
+    everything = game24.load_puzzles(path)
+    return [tuple(game24.parse_numbers(everything[i].problem)) for split in DEV_SPLIT for i in split]
+
+
+def game24_key(numbers) -> tuple[int, ...]:
+    return tuple(sorted(numbers))
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 100) -> float:
+    """Linear warmup, then cosine decay to a tenth of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def fit(model, next_batch, steps: int, peak_lr: float, label: str, log_every: int = 50) -> None:
+    """The optimizer loop both models share: AdamW, warmup + cosine, clipped gradients."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=peak_lr, betas=(0.9, 0.99))
+    model.train()
+    start, smooth = time.time(), None
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, peak_lr)
+        loss = model(*next_batch())[1]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            rate = (step + 1) / (time.time() - start)
+            print(f"[{label}] step {step + 1}/{steps} loss {smooth:.4f} "
+                  f"{rate:.2f} steps/s eta {(steps - step - 1) / rate:.0f}s", flush=True)
+    model.eval()
+
+
+def train_generator(args, puzzles) -> tuple[GPT, CharTokenizer]:
+    rng = random.Random(args.seed)
+    examples = generator_texts(puzzles)
+    tokenizer = CharTokenizer(DEFAULT_ALPHABET)
+    print(f"[generator] {len(examples)} train puzzles, "
+          f"{sum(len(t) for _, t in examples)} solutions", flush=True)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=args.n_layer,
+                       n_head=args.n_head, n_embd=args.n_embd)
+    model = GPT(config)
+    batcher = GeneratorBatcher(examples, tokenizer)
+    fit(model, lambda: batcher.batch(rng, args.batch_size), args.gen_steps, args.lr, "generator")
+    return model, tokenizer
+
+
+def train_verifier(args, generator: GPT, tokenizer: CharTokenizer, puzzles) -> ProcessRewardModel:
+    rng = random.Random(args.seed + 1)
+    start = time.time()
+    rollouts = collect_rollouts(generator, tokenizer, puzzles, args.rollouts,
+                                args.rollout_temperature, seed=args.seed)
+    num_right = sum(r.correct for r in rollouts)
+    print(f"[rollouts] {len(rollouts)} rollouts, {num_right / max(1, len(rollouts)):.1%} right, "
+          f"{time.time() - start:.0f}s", flush=True)
+    batcher = VerifierBatcher(step_targets(rollouts), tokenizer, generator.config.block_size)
+    model = ProcessRewardModel.from_generator(generator)
+    fit(model, lambda: batcher.batch(rng, args.batch_size), args.ver_steps, args.lr / 2, "verifier")
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train both models and write them to ``args.out``; returns a process exit code."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    puzzles = train_puzzles(args)
+    info = {"seed": args.seed, "dev_holdout": args.dev, "num_train_puzzles": len(puzzles)}
+    start = time.time()
+    if args.skip_generator:
+        generator, tokenizer = checkpoint.load_generator(args.out)
+    else:
+        generator, tokenizer = train_generator(args, puzzles)
+        checkpoint.save_model(generator, tokenizer, args.out, checkpoint.GENERATOR_NAME,
+                              {**info, "steps": args.gen_steps, "seconds": round(time.time() - start)})
+        print(f"[generator] saved to {args.out} after {time.time() - start:.0f}s", flush=True)
+    verifier = train_verifier(args, generator, tokenizer, puzzles)
+    checkpoint.save_model(verifier, tokenizer, args.out, checkpoint.VERIFIER_NAME,
+                          {**info, "steps": args.ver_steps, "rollouts_per_puzzle": args.rollouts})
+    print(f"[done] generator and verifier in {Path(args.out)} after {time.time() - start:.0f}s", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ponder.models.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
