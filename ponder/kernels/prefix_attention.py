@@ -91,36 +91,47 @@ def merge_attention_states(
     return out, lse
 
 
-def _prefix_part(
-    q: torch.Tensor, k_prefix: torch.Tensor, v_prefix: torch.Tensor, scale: float
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All siblings' queries against the one copy of the prefix, as one matmul per head."""
+    """Softmax attention and its log-sum-exp; q is already scaled. q (..., M, D), k, v (..., N, D).
+
+    In-place exp on the one score buffer: the largest temporary is a single (..., M, N).
+    """
+    scores = torch.matmul(q, k.transpose(-1, -2))  # (..., M, N)
+    if mask is not None:
+        scores.masked_fill_(~mask, float("-inf"))  # every row keeps at least one key
+    row_max = scores.amax(dim=-1, keepdim=True)  # (..., M, 1)
+    probs = scores.sub_(row_max).exp_()  # (..., M, N) unnormalised
+    row_sum = probs.sum(dim=-1, keepdim=True)  # (..., M, 1)
+    out = torch.matmul(probs, v).div_(row_sum)  # (..., M, D)
+    lse = (row_max + torch.log(row_sum)).squeeze(-1)  # (..., M)
+    return out, lse
+
+
+def _prefix_part(
+    q: torch.Tensor, k_prefix: torch.Tensor, v_prefix: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All siblings' (scaled) queries against the one copy of the prefix, one matmul per head."""
     n, num_heads, t, d = q.shape
     # Stack the queries of all siblings: the prefix is read once for n*T rows.
     q_rows = q.permute(1, 0, 2, 3).reshape(num_heads, n * t, d)  # (H, n*T, D)
-    scores = torch.matmul(q_rows, k_prefix.transpose(1, 2)) * scale  # (H, n*T, P)
-    lse = torch.logsumexp(scores, dim=-1)  # (H, n*T)
-    probs = torch.exp(scores - lse.unsqueeze(-1))  # (H, n*T, P)
-    out = torch.matmul(probs, v_prefix)  # (H, n*T, D)
+    out, lse = _attend(q_rows, k_prefix, v_prefix)  # (H, n*T, D), (H, n*T)
     out = out.reshape(num_heads, n, t, d).permute(1, 0, 2, 3)  # (n, H, T, D)
     lse = lse.reshape(num_heads, n, t).permute(1, 0, 2)  # (n, H, T)
     return out, lse
 
 
 def _suffix_part(
-    q: torch.Tensor, k_suffix: torch.Tensor, v_suffix: torch.Tensor, scale: float
+    q: torch.Tensor, k_suffix: torch.Tensor, v_suffix: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each sibling's queries against its own suffix, causal."""
+    """Each sibling's (scaled) queries against its own suffix, causal."""
     t, s = q.shape[2], k_suffix.shape[2]
-    scores = torch.matmul(q, k_suffix.transpose(2, 3)) * scale  # (n, H, T, S)
     query_pos = torch.arange(s - t, s, device=q.device).unsqueeze(1)  # (T, 1)
     key_pos = torch.arange(s, device=q.device).unsqueeze(0)  # (1, S)
     # Query t sits at suffix position S-T+t, so it always sees key 0: no empty rows.
-    scores = scores.masked_fill(key_pos > query_pos, float("-inf"))  # (n, H, T, S)
-    lse = torch.logsumexp(scores, dim=-1)  # (n, H, T)
-    probs = torch.exp(scores - lse.unsqueeze(-1))  # (n, H, T, S)
-    out = torch.matmul(probs, v_suffix)  # (n, H, T, D)
-    return out, lse
+    visible = key_pos <= query_pos  # (T, S)
+    return _attend(q, k_suffix, v_suffix, None if t == 1 else visible)  # (n, H, T, D), (n, H, T)
 
 
 def shared_prefix_attention_torch(
@@ -139,11 +150,11 @@ def shared_prefix_attention_torch(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     dtype = q.dtype
     compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    q, k_suffix, v_suffix = q.to(compute), k_suffix.to(compute), v_suffix.to(compute)
-    out_s, lse_s = _suffix_part(q, k_suffix, v_suffix, scale)  # (n, H, T, D), (n, H, T)
+    q = q.to(compute) * scale  # (n, H, T, D) scaled once here, not the (.., T, P) scores
+    out_s, lse_s = _suffix_part(q, k_suffix.to(compute), v_suffix.to(compute))  # (n, H, T, D), (n, H, T)
     if k_prefix.shape[1] == 0:
         return out_s.to(dtype)
-    out_p, lse_p = _prefix_part(q, k_prefix.to(compute), v_prefix.to(compute), scale)
+    out_p, lse_p = _prefix_part(q, k_prefix.to(compute), v_prefix.to(compute))
     out, _ = merge_attention_states(out_p, lse_p, out_s, lse_s)  # (n, H, T, D)
     return out.to(dtype)
 

@@ -1,0 +1,191 @@
+"""Shared-prefix attention on CPU vs naive batched attention over a duplicated prefix.
+
+    python benchmarks/kernels.py            # full grid, about 3-5 minutes on a busy 2-core box
+    python benchmarks/kernels.py --quick    # about a minute
+
+What is compared, per (siblings n, prefix P, suffix S, queries T):
+- ``shared``: ponder.kernels.shared_prefix_attention (its torch path on CPU); the
+  prefix KV is stored once, (H, P, D).
+- ``naive``: torch's scaled_dot_product_attention over each sibling's own copy of
+  [prefix; suffix] KV, (n, H, P+S, D): what an engine without prefix sharing holds.
+  The copy is built before timing (an engine makes it once, when it forks), so the
+  times are attention only.
+
+Time: median CPU time of the process (time.process_time) for one call over repeats,
+after a warm-up, the two methods alternating; the speedup is the median of the
+per-repeat ratios. CPU time rather than wall time because the box is shared and
+wall time there counts other people's work; with the default of 1 torch thread
+CPU time is the call's own compute time.
+Memory: peak resident memory of a fresh subprocess (Linux VmHWM, reset through
+/proc/self/clear_refs just before) minus its resident memory before building the inputs: the KV the method must hold plus the peak of
+every temporary inside the call, as the OS saw it. A warm-up on tiny inputs runs
+first so that library initialisation is not counted.
+
+Ends with one JSON line; its headline is the speedup and memory ratio (naive /
+shared) at the largest setting, n = 64, P = 1024, decode (T = 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ponder.kernels import shared_prefix_attention
+
+NUM_HEADS, HEAD_DIM = 8, 64  # a small model's attention layer; fp32 as on CPU
+
+
+def make_inputs(method: str, n: int, p: int, s: int, t: int, seed: int = 0) -> tuple:
+    """The tensors each method holds: shared keeps one prefix, naive n copies of it."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, NUM_HEADS, t, HEAD_DIM, generator=g)  # (n, H, T, D)
+    if method == "shared":
+        kp = torch.randn(NUM_HEADS, p, HEAD_DIM, generator=g)  # (H, P, D)
+        vp = torch.randn(NUM_HEADS, p, HEAD_DIM, generator=g)  # (H, P, D)
+        ks = torch.randn(n, NUM_HEADS, s, HEAD_DIM, generator=g)  # (n, H, S, D)
+        vs = torch.randn(n, NUM_HEADS, s, HEAD_DIM, generator=g)  # (n, H, S, D)
+        return q, kp, vp, ks, vs
+    k = torch.randn(n, NUM_HEADS, p + s, HEAD_DIM, generator=g)  # (n, H, P+S, D) duplicated prefix
+    v = torch.randn(n, NUM_HEADS, p + s, HEAD_DIM, generator=g)  # (n, H, P+S, D)
+    key_pos = torch.arange(p + s)  # (P+S,)
+    mask = key_pos[None, :] <= (p + s - t + torch.arange(t))[:, None]  # (T, P+S) causal in the suffix
+    return q, k, v, (None if t == 1 else mask)
+
+
+def run(method: str, inputs: tuple) -> torch.Tensor:
+    if method == "shared":
+        return shared_prefix_attention(*inputs)  # (n, H, T, D)
+    q, k, v, mask = inputs
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (n, H, T, D)
+
+
+def duplicate(shared_inputs: tuple) -> tuple:
+    """The naive layout of the same numbers (for the correctness check)."""
+    q, kp, vp, ks, vs = shared_inputs
+    n, p, s, t = q.shape[0], kp.shape[1], ks.shape[2], q.shape[2]
+    k = torch.cat([kp.expand(n, -1, -1, -1), ks], dim=2)  # (n, H, P+S, D)
+    v = torch.cat([vp.expand(n, -1, -1, -1), vs], dim=2)  # (n, H, P+S, D)
+    mask = torch.arange(p + s)[None, :] <= (p + s - t + torch.arange(t))[:, None]  # (T, P+S)
+    return q, k, v, mask
+
+
+def paired_times(inputs: dict, repeats: int) -> dict:
+    """Median CPU time of each method and median of the per-repeat ratios naive / shared.
+
+    The methods alternate within a repeat, so a slow moment of the shared box hits
+    both sides of a ratio rather than one method's whole run.
+    """
+    for method, x in inputs.items():
+        run(method, x)  # warm-up
+    times = {method: [] for method in inputs}  # method -> seconds per repeat
+    for _ in range(repeats):
+        for method, x in inputs.items():
+            start = time.process_time()
+            run(method, x)
+            times[method].append(time.process_time() - start)
+    ratios = [b / a for a, b in zip(times["shared"], times["naive"])]
+    return {
+        "shared_ms": 1e3 * statistics.median(times["shared"]),
+        "naive_ms": 1e3 * statistics.median(times["naive"]),
+        "speedup": statistics.median(ratios),
+    }
+
+
+def _rss_kib() -> tuple[int, int]:
+    """(current, peak) resident set size in KiB, from /proc/self/status."""
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def child_peak_memory(method: str, n: int, p: int, s: int, t: int) -> None:
+    """Run in a fresh process: print peak RSS growth (bytes) of building the inputs plus one call."""
+    run(method, make_inputs(method, 2, 8, s, t))  # load kernels and allocator pools first
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Linux: reset the peak (VmHWM) to the current RSS
+    base, _ = _rss_kib()
+    inputs = make_inputs(method, n, p, s, t)
+    run(method, inputs)
+    peak = _rss_kib()[1]
+    kv_bytes = sum(x.untyped_storage().nbytes() for x in inputs[1:] if x is not None)
+    print(json.dumps({"peak_bytes": (peak - base) * 1024, "kv_bytes": kv_bytes}))
+
+
+def peak_memory(method: str, n: int, p: int, s: int, t: int, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", method, str(n), str(p), str(s), str(t), "--threads", str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def check_equal(n: int, p: int, s: int, t: int) -> float:
+    shared = make_inputs("shared", n, p, s, t)
+    diff = (run("shared", shared) - run("naive", duplicate(shared))).abs().max()
+    return float(diff)
+
+
+def bench(configs: list[tuple[int, int, int, int]], repeats: int, memory_for: set, threads: int) -> list[dict]:
+    rows = []
+    for n, p, s, t in configs:
+        row = {"n": n, "prefix": p, "suffix": s, "queries": t}
+        row["max_abs_diff"] = check_equal(n, p, s, t)
+        row.update(paired_times({m: make_inputs(m, n, p, s, t) for m in ("shared", "naive")}, repeats))
+        if (n, p, s, t) in memory_for:
+            for method in ("shared", "naive"):
+                mem = peak_memory(method, n, p, s, t, threads)
+                row[f"{method}_peak_mib"] = mem["peak_bytes"] / 2**20
+                row[f"{method}_kv_mib"] = mem["kv_bytes"] / 2**20
+            row["memory_ratio"] = row["naive_peak_mib"] / row["shared_peak_mib"]
+        rows.append(row)
+        print(_format(row), flush=True)
+    return rows
+
+
+def _format(row: dict) -> str:
+    text = (
+        f"n={row['n']:>3} P={row['prefix']:>5} S={row['suffix']:>3} T={row['queries']:>3}  "
+        f"shared {row['shared_ms']:8.3f} ms  naive {row['naive_ms']:8.3f} ms  speedup {row['speedup']:5.2f}x"
+    )
+    if "memory_ratio" in row:
+        text += (
+            f"  peak MiB shared {row['shared_peak_mib']:7.1f} (kv {row['shared_kv_mib']:6.1f})"
+            f"  naive {row['naive_peak_mib']:7.1f} (kv {row['naive_kv_mib']:6.1f})  ratio {row['memory_ratio']:5.1f}x"
+        )
+    return text + f"  max|diff| {row['max_abs_diff']:.1e}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and memory probes (about a minute)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the box is shared)")
+    parser.add_argument("--child", nargs=5, metavar=("METHOD", "N", "P", "S", "T"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child_peak_memory(args.child[0], *map(int, args.child[1:]))
+        return
+    decode = [(n, p, 16, 1) for p in (256, 512, 1024) for n in (16, 32, 64)]  # one new token a sibling
+    prefill = [(n, p, 16, 16) for p in (256, 1024) for n in (16, 64)]  # each sibling's 16-token step at once
+    repeats = 15 if args.quick else 60
+    configs = decode + ([] if args.quick else prefill)
+    memory_for = {(n, 1024, 16, 1) for n in (16, 32, 64)} | ({(16, 256, 16, 1)} if args.quick else set(configs))
+    print(f"torch {torch.__version__}, {args.threads} thread(s), H={NUM_HEADS}, D={HEAD_DIM}, fp32, {repeats} repeats")
+    rows = bench(configs, repeats, memory_for, args.threads)
+    head = next(r for r in rows if (r["n"], r["prefix"], r["queries"]) == (64, 1024, 1))
+    print(json.dumps({
+        "benchmark": "kernels.shared_prefix_attention_cpu",
+        "headline_speedup_n64_p1024_decode": round(head["speedup"], 2),
+        "headline_memory_ratio_n64_p1024_decode": round(head["memory_ratio"], 2),
+        "speedups": {f"n{r['n']}_p{r['prefix']}_t{r['queries']}": round(r["speedup"], 2) for r in rows},
+        "quick": args.quick, "threads": args.threads,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
