@@ -1,0 +1,11 @@
+"""Tasks: how problems are posed, split into steps, answered and checked.
+
+Built in: ``game24``, ``countdown``, ``math``, ``gsm8k``; plugins as ``module:Class``.
+"""
+
+from ponder.tasks.base import Problem, Task
+from ponder.tasks.loader import load_problems, parse_range
+from ponder.tasks.registry import get_task, register_task, task_names
+
+__all__ = ["Problem", "Task", "get_task", "load_problems", "parse_range", "register_task",
+           "task_names"]

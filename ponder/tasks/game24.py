@@ -19,11 +19,10 @@ import csv
 import os
 import random
 import re
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ponder.tasks import arithmetic
+from ponder.tasks import arith_check, arithmetic
 from ponder.tasks.arithmetic import State, StepOption, step_options
 from ponder.tasks.base import Problem, Task
 
@@ -160,12 +159,12 @@ def verify(problem: Problem | str | Sequence[int], answer_expr: str | None) -> b
         problem: the puzzle (a Problem, ``"4 5 6 10"`` or a list of ints).
         answer_expr: ``"(5 * (10 - 4)) - 6"`` or a whole ``Answer: ... = 24`` line.
     """
-    return arithmetic.verify_expression(_numbers_of(problem), answer_expr, TARGET, use_all=True)
+    return arith_check.verify_expression(_numbers_of(problem), answer_expr, TARGET, use_all=True)
 
 
 def check_step(problem: Problem | str | Sequence[int], steps: Sequence[str]) -> bool:
-    """True if the last step is right given the previous one (see arithmetic.check_arith_step)."""
-    return arithmetic.check_arith_step(_numbers_of(problem), steps, TARGET, use_all=True)
+    """True if the last step is right given the previous one (see arith_check.check_arith_step)."""
+    return arith_check.check_arith_step(_numbers_of(problem), steps, TARGET, use_all=True)
 
 
 def is_terminal(step: str) -> bool:
@@ -177,7 +176,7 @@ def extract_answer(steps: Iterable[str]) -> str | None:
     """The expression of the last ``Answer:`` line, canonically spaced; None if none."""
     for step in reversed(list(steps)):
         if is_terminal(step):
-            return arithmetic.answer_expression(step)
+            return arith_check.answer_expression(step)
     return None
 
 
