@@ -171,3 +171,19 @@ def test_register_task(plugin_module):
         register_task("game24", module.EchoTask)
     with pytest.raises(ValueError, match="not a task"):
         register_task("bad", module.NotATask)
+
+
+def test_math_comparison_timeout_falls_back_to_string_equality(monkeypatch):
+    import time
+    from ponder.tasks import latex_answer
+
+    def slow(a, b):
+        time.sleep(5)
+        return True
+
+    monkeypatch.setattr(latex_answer, "_numerically_equal", slow)
+    monkeypatch.setattr(latex_answer, "TIMEOUT_S", 0.2)
+    start = time.monotonic()
+    assert not is_equiv("\\frac{1}{2}", "0.5")  # would be True without the timeout
+    assert is_equiv("\\dfrac{1}{2}", "\\frac12")  # equal after normalization: no sympy needed
+    assert time.monotonic() - start < 2
