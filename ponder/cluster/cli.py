@@ -1,0 +1,186 @@
+"""The ``ponder`` command: ``ponder solve`` runs a search job, ``ponder train`` trains the embedded models.
+
+Errors a user can cause (a missing problems file, a bad config value, a malformed
+JSONL line) print one line on stderr and exit with status 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_USAGE = 2  # bad input: config, problems file, arguments
+EXIT_FAILED = 1  # the job itself failed (an actor died for good, a backend error)
+
+SOLVE_EPILOG = """\
+examples:
+  ponder solve --config configs/game24.yaml --range 900:910
+  ponder solve --config configs/game24_mcts.yaml --set budget.flops_per_problem=2e12
+  ray job submit --working-dir . -- ponder solve --config configs/game24.yaml --range 900:1000
+
+PATH is a JSONL file (one {"id": ..., "problem": ...} per line) or a ToT-style 24.csv.
+Without --problems the config's task.problems is used, else the task's own data
+(game24: the bundled 24.csv). Outputs: DIR/results.jsonl (one line per problem, written
+as each finishes), DIR/summary.json and DIR/config.yaml."""
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The argument parser; ``ponder train``'s options are added only when it is the command.
+
+    (They come from ``ponder.models.train``, which imports torch; ``solve`` should not pay for it.)
+    """
+    parser = argparse.ArgumentParser(
+        prog="ponder", description="Test-time compute engine: tree search over reasoning steps on Ray, "
+                                   "under a FLOP budget.")
+    parser.add_argument("--version", action="version", version=f"ponder {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    solve = commands.add_parser(
+        "solve", help="solve a file of problems with the configured search and models",
+        description="Solve problems with tree search, write results.jsonl and summary.json.",
+        epilog=SOLVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    solve.add_argument("--config", "-c", metavar="YAML", default=None,
+                       help="experiment config (default: built-in defaults, as in configs/game24.yaml)")
+    solve.add_argument("--problems", "-p", metavar="PATH", default=None,
+                       help="JSONL or 24.csv of problems (default: the task's data)")
+    solve.add_argument("--range", metavar="A:B", default=None, dest="range_",
+                       help="only problems A..B-1 of the file, by 0-based position (e.g. 900:1000)")
+    solve.add_argument("--out", "-o", metavar="DIR", default=None,
+                       help="run directory (default: output.dir, else runs/<timestamp>)")
+    solve.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                       help="override a config value, dotted key, YAML value; repeatable "
+                            "(e.g. --set search.strategy=mcts --set generator.num_replicas=2)")
+    solve.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    solve.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+
+    train = commands.add_parser(
+        "train", help="train the embedded generator and verifier on Game-of-24 traces (CPU)",
+        description="Train the embedded generator, sample rollouts, then train the verifier (PRM). "
+                    "The test puzzles 900-999 of 24.csv are never trained on.")
+    train.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    if _command(argv) == "train":
+        from ponder.models.train import add_arguments
+
+        add_arguments(train)
+    return parser
+
+
+def _command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _version() -> str:
+    from ponder import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ponder`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    try:
+        if args.command == "solve":
+            return solve_command(args)
+        from ponder.models.train import run
+
+        return run(args)
+    except KeyboardInterrupt:
+        print("ponder: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 -- one line for users, the traceback with --debug
+        if args.debug:
+            raise
+        code = EXIT_USAGE if _is_user_error(e) else EXIT_FAILED
+        print(f"ponder {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        if code == EXIT_FAILED:
+            print("(run again with --debug for the traceback)", file=sys.stderr)
+        return code
+
+
+def _is_user_error(e: BaseException) -> bool:
+    from ponder.config import ConfigError
+
+    return isinstance(e, (ConfigError, ValueError, OSError, KeyError))
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    elif isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.strerror}: {e.filename!r}"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+def solve_command(args: argparse.Namespace) -> int:
+    """``ponder solve``: load config and problems, run the job, print where the results are."""
+    from ponder.cluster.engine import run_job
+    from ponder.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.no_progress:
+        config.output.progress = "off"
+    task = make_task(config)
+    problems = load_job_problems(config, task, args.problems, args.range_)
+    out_dir = Path(args.out or config.output.dir or default_out_dir())
+    summary = run_job(config, problems, out_dir, task=task)
+    print(format_summary(summary, out_dir))
+    return 0
+
+
+def make_task(config):
+    """The configured task object (``task.name`` was checked at config load)."""
+    from ponder.tasks import get_task
+
+    return get_task(config.task.name, **config.task.kwargs)
+
+
+def load_job_problems(config, task, path: str | None, range_: str | None) -> list:
+    """Problems from ``path``, else ``task.problems``, else the task's own data, sliced by ``range_``.
+
+    Raises:
+        FileNotFoundError / OSError: the file cannot be read. ValueError: a malformed
+            line (named by file and line) or a range that selects nothing.
+    """
+    from ponder.tasks import load_problems
+
+    path = path or config.task.problems or default_problems_path(task)
+    if path is None:
+        raise ValueError(f"task {config.task.name!r} has no bundled problems; pass --problems PATH")
+    return load_problems(path, task, range_)
+
+
+def default_problems_path(task) -> str | None:
+    """The task's bundled data (game24: 24.csv), or None if it ships none."""
+    if getattr(task, "name", "") == "game24":
+        from ponder.tasks.game24 import default_csv_path
+
+        return str(default_csv_path())
+    return None
+
+
+def default_out_dir() -> str:
+    return str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+
+
+def format_summary(summary: dict, out_dir: Path) -> str:
+    """Two lines for the terminal: accuracy, FLOPs and time; where the files are."""
+    from ponder.cluster.progress import format_flops
+
+    if summary["accuracy"] is None:
+        solved = f"{summary['num_problems']} problems (not verifiable by the task)"
+    else:
+        solved = (f"solved {summary['num_solved']}/{summary['num_verifiable']} "
+                  f"({100 * summary['accuracy']:.1f}%)")
+    return (f"{solved}, {format_flops(summary['total_flops'])} FLOPs, "
+            f"{summary['wall_seconds']:.1f}s, strategy {summary['strategy']}\n"
+            f"results: {out_dir / 'results.jsonl'}  summary: {out_dir / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

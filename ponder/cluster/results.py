@@ -1,0 +1,153 @@
+"""What a run leaves on disk: ``results.jsonl`` (one line per problem, as it finishes),
+``summary.json`` (totals at the end) and ``config.yaml`` (what produced them).
+
+A line is written and flushed the moment its problem finishes, so a killed run still
+has every finished problem on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RESULTS_FILE = "results.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(slots=True)
+class TokenCounts:
+    """Tokens one model handled, by the convention of ``ponder.search.messages``."""
+
+    prompt: int = 0  # prompt positions over all sequences
+    cached: int = 0  # of those, served from a prefix cache
+    generated: int = 0
+
+    def merge(self, other: "TokenCounts") -> None:
+        self.prompt += other.prompt
+        self.cached += other.cached
+        self.generated += other.generated
+
+
+@dataclass(slots=True)
+class ProblemRecord:
+    """One line of ``results.jsonl``."""
+
+    id: str
+    problem: str
+    answer: str | None  # the extracted final answer (game24: the expression)
+    trace: list[str]  # the chosen path's steps
+    correct: bool | None  # task.verify; None when the task cannot check
+    score: float | None  # the strategy's score of the chosen path
+    flops: int  # spent on this problem, generator + verifier
+    budget_flops: int | None  # the problem's cap when it finished; None = uncapped
+    flops_by_model: dict[str, int]  # "generator" | "verifier" -> FLOPs
+    stop_reason: str
+    tokens: dict[str, TokenCounts]  # "generator" | "verifier" -> counts
+    num_nodes: int
+    reference: str | None = None
+    error: str | None = None  # why the problem's requests failed, if they did
+
+
+@dataclass
+class RunTotals:
+    """Running totals over finished problems, for the progress bar and the summary."""
+
+    num_problems: int = 0
+    num_verifiable: int = 0
+    num_solved: int = 0
+    tokens: dict[str, TokenCounts] = field(
+        default_factory=lambda: {"generator": TokenCounts(), "verifier": TokenCounts()})
+    stop_reasons: dict[str, int] = field(default_factory=dict)  # stop_reason -> problems
+
+    def add(self, record: ProblemRecord) -> None:
+        self.num_problems += 1
+        if record.correct is not None:
+            self.num_verifiable += 1
+            self.num_solved += int(record.correct)
+        for model, counts in record.tokens.items():
+            self.tokens.setdefault(model, TokenCounts()).merge(counts)
+        self.stop_reasons[record.stop_reason] = self.stop_reasons.get(record.stop_reason, 0) + 1
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.num_solved / self.num_verifiable if self.num_verifiable else None
+
+
+class ResultWriter:
+    """Writes a run directory: config first, a line per finished problem, the summary last.
+
+    Args:
+        out_dir: the run directory; created if missing.
+
+    Raises:
+        OSError: if the directory cannot be created or written.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.totals = RunTotals()
+        self._file = open(self.out_dir / RESULTS_FILE, "w")
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        with open(self.out_dir / CONFIG_FILE, "w") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+
+    def write(self, record: ProblemRecord) -> None:
+        """Append one problem's line and flush it to disk."""
+        self.totals.add(record)
+        self._file.write(json.dumps(asdict(record)) + "\n")
+        self._file.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        path = self.out_dir / SUMMARY_FILE
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+        return path
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_summary(totals: RunTotals, *, total_flops: int, flops_by_model: dict[str, int],
+                 wall_seconds: float, strategy: str, strategy_params: dict[str, Any],
+                 budget: dict[str, Any], task: str, num_requested: int) -> dict[str, Any]:
+    """The content of ``summary.json``.
+
+    ``num_problems`` counts problems that finished; ``num_requested`` those the job
+    was given (they differ only when a run is interrupted).
+    """
+    return {
+        "num_problems": totals.num_problems,
+        "num_requested": num_requested,
+        "num_verifiable": totals.num_verifiable,
+        "num_solved": totals.num_solved,
+        "accuracy": totals.accuracy,
+        "total_flops": total_flops,
+        "flops_by_model": flops_by_model,
+        "wall_seconds": round(wall_seconds, 3),
+        "tokens": {model: asdict(counts) for model, counts in totals.tokens.items()},
+        "stop_reasons": totals.stop_reasons,
+        "task": task,
+        "strategy": strategy,
+        "strategy_params": strategy_params,
+        "budget": budget,
+    }
+
+
+def read_results(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The lines of a run's ``results.jsonl`` as dicts, in the order problems finished."""
+    with open(Path(out_dir) / RESULTS_FILE) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,324 @@
+"""Typed job configuration: YAML in, ``--set`` overrides last, validated once at load.
+
+A config is plain data; nothing here imports ray or torch or touches the network.
+Every error a user can make raises ``ConfigError`` with one line that names the
+bad field (dotted path) and, where there is a closed set, the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BACKENDS = ("embedded", "hf", "vllm", "scripted")  # what ponder.actors can build
+NEEDS_MODEL_PATH = ("hf", "vllm")  # backends with no default model to fall back on
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement-group strategies
+RAY_MODES = ("ray", "inprocess")  # inprocess: no Ray, backends called directly (tests, benchmarks)
+PROGRESS_MODES = ("auto", "bar", "lines", "off")
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``str()`` is one line naming the field and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    """One model role (generator or verifier): which backend, where, how many copies."""
+
+    backend: str = "embedded"  # one of BACKENDS
+    model_path: str | None = None  # embedded: None = the shipped weights; required for hf/vllm
+    num_replicas: int = 1  # actors serving this role; the pool routes between them
+    num_cpus: float = 1.0  # per replica
+    num_gpus: float = 0.0  # per replica; fractions share a GPU (e.g. 0.5 for two replicas)
+    tensor_parallel_size: int = 1  # GPUs one replica spans (vllm)
+    placement: str = "PACK"  # placement-group strategy for this role's bundles
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the backend as is
+
+
+@dataclass
+class SearchConfig:
+    """Which strategy grows each tree; ``params`` is checked by that strategy's Params."""
+
+    strategy: str = "beam"
+    params: dict[str, Any] = field(default_factory=dict)  # strategy field -> value
+    seed: int = 0  # problem i's strategy is seeded from (seed, i)
+
+
+@dataclass
+class BudgetConfig:
+    """FLOP caps. None means uncapped; a cap is never exceeded, also with requests in flight."""
+
+    flops_per_problem: int | None = None
+    flops_total: int | None = None
+    token_bound_slack: int = 16  # tokens a reservation allows beyond one per UTF-8 byte (specials,
+    # chat templates); raise it for a backend whose prompts grow past the text it is given
+
+
+@dataclass
+class EngineConfig:
+    """How the scheduler batches requests and how far ahead the engine dispatches."""
+
+    max_batch_requests: int = 32  # requests in one actor call
+    max_batch_tokens: int = 16384  # worst-case tokens in one actor call
+    max_in_flight_batches: int = 2  # per replica; more queue in the engine until one returns
+
+
+@dataclass
+class RayConfig:
+    """Where the actors run."""
+
+    address: str | None = None  # None: start a local Ray (or join RAY_ADDRESS if set)
+    num_cpus: int | None = None  # for a local Ray only; None lets Ray count
+    temp_dir: str | None = None  # for a local Ray only
+    runtime_env: dict[str, Any] = field(default_factory=dict)
+    mode: str = "ray"  # one of RAY_MODES
+
+
+@dataclass
+class TaskConfig:
+    """The task: a registry name (``game24``) or ``module:Class``."""
+
+    name: str = "game24"
+    problems: str | None = None  # default problems file; the CLI's --problems overrides it
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the task's constructor
+
+
+@dataclass
+class OutputConfig:
+    """Where results go and how progress is shown."""
+
+    dir: str | None = None  # None: runs/<timestamp>
+    progress: str = "auto"  # one of PROGRESS_MODES; auto = a bar on a TTY, lines otherwise
+    progress_interval_s: float = 10.0  # seconds between plain progress lines
+
+
+@dataclass
+class Config:
+    """A whole job. ``verifier`` may be None for strategies that only vote."""
+
+    generator: ModelConfig = field(default_factory=ModelConfig)
+    verifier: ModelConfig | None = field(default_factory=ModelConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested data, as written to a run's ``config.yaml``."""
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                data: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config, apply ``key=value`` overrides, build and validate a Config.
+
+    Args:
+        path: a YAML file; None starts from the defaults (or from ``data``).
+        overrides: ``dotted.key=value`` strings applied last; values parse as YAML scalars.
+        data: a config dict to use instead of reading ``path``.
+
+    Returns:
+        The validated Config.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, unknown key, wrong type or bad value.
+    """
+    raw = dict(data) if data is not None else _read_yaml(path) if path is not None else {}
+    for item in overrides:
+        apply_override(raw, item)
+    config = _build(Config, raw, "")
+    validate(config)
+    return config
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {str(path)!r}{where} is not valid YAML: "
+                          f"{getattr(e, 'problem', None) or e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in the nested dict ``raw``, creating mappings on the way.
+
+    Raises:
+        ConfigError: if ``item`` has no ``=`` or an empty key.
+    """
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects key=value with a dotted key, got {item!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text  # not YAML: keep the literal string
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Make dataclass ``cls`` from ``raw``, checking keys and coercing each field by its type."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(k) for k in raw if k not in names)
+    if unknown:
+        raise ConfigError(f"unknown key {_join(where, unknown[0])!r}; valid keys"
+                          f"{' under ' + repr(where) if where else ''}: {', '.join(names)}")
+    values = {name: _coerce(hints[name], raw[name], _join(where, name))
+              for name in names if name in raw}
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None
+        if value is None:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        return _coerce(tp, value, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin is dict or tp is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp in (int, float):
+        return _number(tp, value, where)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _number(tp: type, value: Any, where: str) -> int | float:
+    # PyYAML reads "1e15" (no dot) as a string; FLOP budgets are written that way, so accept it.
+    kind = "an integer" if tp is int else "a number"
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be {kind}, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{where} must be {kind}, got {value!r}") from None
+    if not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be {kind}, got {value!r}")
+    if tp is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where} must be {kind}, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def validate(config: Config) -> None:
+    """Check values that types alone cannot; raises ConfigError on the first bad one."""
+    _validate_model(config.generator, "generator")
+    if config.verifier is not None:
+        _validate_model(config.verifier, "verifier")
+    _validate_search(config.search)
+    _validate_task(config.task)
+    b = config.budget
+    for name in ("flops_per_problem", "flops_total"):
+        value = getattr(b, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"budget.{name} must be positive or null (uncapped), got {value}")
+    if b.token_bound_slack < 0:
+        raise ConfigError(f"budget.token_bound_slack must be >= 0, got {b.token_bound_slack}")
+    e = config.engine
+    _positive("engine.max_batch_requests", e.max_batch_requests)
+    _positive("engine.max_batch_tokens", e.max_batch_tokens)
+    _positive("engine.max_in_flight_batches", e.max_in_flight_batches)
+    _choice("ray.mode", config.ray.mode, RAY_MODES)
+    if config.ray.num_cpus is not None:
+        _positive("ray.num_cpus", config.ray.num_cpus)
+    _choice("output.progress", config.output.progress, PROGRESS_MODES)
+    _positive("output.progress_interval_s", config.output.progress_interval_s)
+
+
+def _validate_model(m: ModelConfig, where: str) -> None:
+    _choice(f"{where}.backend", m.backend, BACKENDS)
+    if m.backend in NEEDS_MODEL_PATH and not m.model_path:
+        raise ConfigError(f"{where}.model_path is required for backend {m.backend!r} "
+                          f"(a local directory or a Hugging Face model id)")
+    _positive(f"{where}.num_replicas", m.num_replicas)
+    _positive(f"{where}.tensor_parallel_size", m.tensor_parallel_size)
+    if m.num_cpus < 0 or m.num_gpus < 0:
+        raise ConfigError(f"{where}.num_cpus and {where}.num_gpus must be >= 0, "
+                          f"got {m.num_cpus} and {m.num_gpus}")
+    if m.num_gpus > 1 and m.num_gpus != int(m.num_gpus):
+        raise ConfigError(f"{where}.num_gpus must be a fraction <= 1 or a whole number, got {m.num_gpus}")
+    _choice(f"{where}.placement", m.placement, PLACEMENTS)
+
+
+def _validate_search(s: SearchConfig) -> None:
+    from ponder.search import get_strategy  # imports every strategy module first
+
+    try:
+        cls = get_strategy(s.strategy)
+    except ValueError as e:
+        raise ConfigError(f"search.strategy: {e}") from None
+    try:
+        cls.Params.from_dict(s.params)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"search.params: {e}") from None
+
+
+def _validate_task(t: TaskConfig) -> None:
+    from ponder.tasks import get_task
+
+    try:
+        get_task(t.name, **t.kwargs)
+    except (ValueError, ImportError, AttributeError, TypeError) as e:
+        raise ConfigError(f"task.name: {e}") from None
+
+
+def _positive(where: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{where} must be positive, got {value}")
+
+
+def _choice(where: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where}: unknown value {value!r}; valid: {', '.join(allowed)}")

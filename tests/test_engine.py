@@ -1,0 +1,174 @@
+"""The engine loop: in-process on the scripted fake backend, then on a real local Ray.
+
+In-process tests check what the loop must guarantee for any strategy: one line per
+problem, budget caps held, FLOPs and token totals that add up, backend failures
+reported per problem. The Ray tests (marked ``ray``) share one local Ray for the
+module and run the same loop over actors: scripted backends, ``ponder solve`` as a
+subprocess joining that Ray, and the embedded model on easy Game-of-24 puzzles with
+every answer checked by the task's verifier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ponder.cluster.engine import EngineError, problem_seed, run_inprocess
+from ponder.cluster.results import read_results
+from ponder.config import load_config
+from ponder.search import iter_strategies
+from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedVerifier
+from ponder.tasks.base import Problem, Task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ScriptedQATask(Task):
+    """A task over scripted problems: the prompt names the question, the answer is checked exactly."""
+
+    name = "scripted_qa"
+    max_steps = 8
+
+    def prompt(self, problem: Problem) -> str:
+        return f"Q{problem.problem_id}: {problem.problem}\n"
+
+    def is_terminal(self, step: str) -> bool:
+        return step.startswith("Answer:")
+
+    def extract_answer(self, steps: list[str]) -> str | None:
+        return steps[-1][len("Answer:"):].strip() if steps and self.is_terminal(steps[-1]) else None
+
+    def verify(self, problem: Problem, answer: str | None) -> bool | None:
+        return answer == problem.reference
+
+
+def scripted_job(num_problems: int = 6, p_correct: float = 0.7):
+    """Problems, the task, and scripted backends that know those problems."""
+    task = ScriptedQATask()
+    problems = [Problem(str(i), f"question {i}", reference=str(40 + i)) for i in range(num_problems)]
+    scripted = [ScriptedProblem(prompt=task.prompt(p), answer=p.reference, p_correct=p_correct)
+                for p in problems]
+    return task, problems, ScriptedGenerator(scripted, seed=1), ScriptedVerifier(scripted, seed=1)
+
+
+def inprocess_config(strategy: str = "beam", params: dict | None = None, **budget):
+    data = {"search": {"strategy": strategy, "params": params or {}, "seed": 3},
+            "budget": budget, "ray": {"mode": "inprocess"},
+            "engine": {"max_batch_requests": 4, "max_in_flight_batches": 1},
+            "generator": {"backend": "scripted"}, "verifier": {"backend": "scripted"}}
+    return load_config(data=data)
+
+
+SMALL_PARAMS = {  # strategy -> params small enough for a fast test
+    "beam": {"beam_width": 2, "expansion_factor": 2},
+    "best_of_n": {"n": 4},
+    "dvts": {"num_samples": 4, "beam_width": 2},
+    "mcts": {"num_simulations": 8, "num_parallel": 2},
+    "rebase": {"width": 4},
+    "compute_optimal": {"num_probe_samples": 4, "fixed_num_samples": 4, "max_num_samples": 8},
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(iter_strategies()))
+def test_every_strategy_finishes_every_problem_with_consistent_records(tmp_path, strategy):
+    task, problems, gen, ver = scripted_job()
+    config = inprocess_config(strategy, SMALL_PARAMS.get(strategy, {}))
+    summary = run_inprocess(config, problems, tmp_path, gen, ver, task=task)
+    lines = read_results(tmp_path)
+    assert sorted(line["id"] for line in lines) == [p.problem_id for p in problems]
+    for line in lines:
+        assert line["correct"] == (line["answer"] == str(40 + int(line["id"])))
+        assert line["flops"] == sum(line["flops_by_model"].values()) > 0
+        assert line["tokens"]["generator"]["generated"] > 0
+        assert line["budget_flops"] is None
+        assert line["num_nodes"] >= 1
+    assert summary["num_problems"] == len(problems) == summary["num_requested"]
+    assert summary["num_solved"] == sum(bool(line["correct"]) for line in lines)
+    assert summary["total_flops"] == sum(line["flops"] for line in lines)
+    assert summary["tokens"]["generator"]["generated"] == sum(
+        line["tokens"]["generator"]["generated"] for line in lines)
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_search_solves_scripted_problems_that_a_single_sample_mostly_misses(tmp_path):
+    # p_correct 0.5 per step over 3 steps: one sample is right 1/8 of the time.
+    task, problems, gen, ver = scripted_job(num_problems=8, p_correct=0.5)
+    config = inprocess_config("beam", {"beam_width": 4, "expansion_factor": 4})
+    summary = run_inprocess(config, problems, tmp_path, gen, ver, task=task)
+    assert summary["accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize("strategy", ["beam", "best_of_n", "mcts"])
+def test_per_problem_and_job_budgets_hold(tmp_path, strategy):
+    task, problems, gen, ver = scripted_job(num_problems=5)
+    free = run_inprocess(inprocess_config(strategy, SMALL_PARAMS[strategy]), problems,
+                         tmp_path / "free", gen, ver, task=task)
+    cap = min(line["flops"] for line in read_results(tmp_path / "free")) // 2
+    total = 3 * cap  # less than the 5 problems would spend even at their caps
+    config = inprocess_config(strategy, SMALL_PARAMS[strategy], flops_per_problem=cap,
+                              flops_total=total)
+    summary = run_inprocess(config, problems, tmp_path / "capped", gen, ver, task=task)
+    lines = read_results(tmp_path / "capped")
+    assert len(lines) == len(problems)
+    assert all(line["flops"] <= line["budget_flops"] == cap for line in lines)
+    assert summary["total_flops"] <= total < free["total_flops"]
+    assert all(line["stop_reason"] == "budget" for line in lines)
+
+
+def test_same_seed_same_results_and_other_seed_differs(tmp_path):
+    task, problems, gen, ver = scripted_job(p_correct=0.5)
+    runs = []
+    for seed, out in ((3, "a"), (3, "b"), (4, "c")):
+        config = inprocess_config("best_of_n", {"n": 4})
+        config.search.seed = seed
+        run_inprocess(config, problems, tmp_path / out, gen, ver, task=task)
+        runs.append({line["id"]: line["trace"] for line in read_results(tmp_path / out)})
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+    assert problem_seed(3, 0) != problem_seed(3, 1) != problem_seed(4, 0)
+
+
+class FailingVerifier(ScriptedVerifier):
+    """A scripted verifier that raises on one problem's prompt, as a buggy backend would."""
+
+    def __init__(self, bad_prompt: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bad_prompt = bad_prompt
+
+    def score(self, requests):
+        if any(r.prompt == self.bad_prompt for r in requests):
+            raise RuntimeError("verifier exploded")
+        return super().score(requests)
+
+
+def test_a_failing_request_stops_only_its_problem(tmp_path):
+    task, problems, gen, _ = scripted_job(num_problems=4)
+    scripted = [ScriptedProblem(prompt=task.prompt(p), answer=p.reference) for p in problems]
+    ver = FailingVerifier(task.prompt(problems[2]), scripted, seed=1)
+    config = inprocess_config("beam", SMALL_PARAMS["beam"])
+    config.engine.max_batch_requests = 1  # the bad request alone in its batch
+    summary = run_inprocess(config, problems, tmp_path, gen, ver, task=task)
+    by_id = {line["id"]: line for line in read_results(tmp_path)}
+    assert by_id["2"]["stop_reason"] == "error"
+    assert "verifier exploded" in by_id["2"]["error"]
+    assert all(by_id[i]["error"] is None for i in ("0", "1", "3"))
+    assert summary["num_failed"] == 1 and summary["num_problems"] == 4
+
+
+def test_scoring_strategy_without_verifier_is_a_clear_error(tmp_path):
+    task, problems, gen, _ = scripted_job(num_problems=1)
+    config = inprocess_config("beam", SMALL_PARAMS["beam"])
+    with pytest.raises(EngineError, match="no verifier"):
+        run_inprocess(config, problems, tmp_path, gen, None, task=task)
+
+
+def test_duplicate_problem_ids_are_rejected(tmp_path):
+    task, problems, gen, ver = scripted_job(num_problems=2)
+    with pytest.raises(ValueError, match="appears twice"):
+        run_inprocess(inprocess_config(), [problems[0], problems[0]], tmp_path, gen, ver, task=task)
