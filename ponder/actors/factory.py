@@ -1,0 +1,106 @@
+"""Build a generator or verifier backend from a plain-data spec, importing its module lazily.
+
+Actors receive a ``BackendSpec`` (picklable, small) and call ``build_backend`` in
+their own process, so the driver never imports torch, transformers or vllm just to
+name a backend. A spec's ``name`` is a registry name (``BACKENDS``) or, for a
+backend of your own, ``"package.module:Class"`` importable on every node; the
+class takes ``**kwargs`` and implements ``ponder.actors.backends.base``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+ROLES = ("generator", "verifier")
+
+# backend name -> (module, generator class, verifier class)
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "embedded": ("ponder.actors.backends.embedded", "EmbeddedGenerator", "EmbeddedVerifier"),
+    "hf": ("ponder.actors.backends.hf", "HFGenerator", "HFVerifier"),
+    "vllm": ("ponder.actors.backends.vllm", "VLLMGenerator", "VLLMVerifier"),
+    "scripted": ("ponder.search.scripted", "ScriptedGenerator", "ScriptedVerifier"),
+}
+
+
+@dataclass(slots=True)
+class BackendSpec:
+    """Which backend an actor builds, with what arguments; plain data, shipped to the actor.
+
+    Attributes:
+        name: a key of ``BACKENDS`` or ``"module:Class"``.
+        kwargs: constructor keyword arguments, passed as is.
+        num_threads: torch intra-op threads in the actor (torch is set only if the
+            backend imported it); from the replica's ``num_cpus``, at least 1.
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    num_threads: int = 1
+
+
+def spec_from_config(cfg: Any) -> BackendSpec:
+    """The BackendSpec of one model role's config.
+
+    Args:
+        cfg: a ``ponder.config.ModelConfig`` or a dict with its fields (``backend``,
+            ``model_path``, ``kwargs``, ``num_cpus``, ``tensor_parallel_size``).
+
+    Returns:
+        The spec: ``kwargs`` plus ``model_path`` when set, plus
+        ``tensor_parallel_size`` for vllm (which spreads one replica over its GPUs).
+    """
+    get = cfg.get if isinstance(cfg, dict) else lambda key, default=None: getattr(cfg, key, default)
+    name = get("backend", "embedded")
+    kwargs = dict(get("kwargs", None) or {})
+    if get("model_path", None):
+        kwargs.setdefault("model_path", get("model_path"))
+    tp = int(get("tensor_parallel_size", 1) or 1)
+    if name == "vllm":
+        kwargs.setdefault("tensor_parallel_size", tp)
+    num_threads = max(1, int(get("num_cpus", 1) or 1))
+    return BackendSpec(name=name, kwargs=kwargs, num_threads=num_threads)
+
+
+def resolve_backend_class(name: str, role: str) -> type:
+    """The backend class for ``name`` in ``role``, importing its module now.
+
+    Raises:
+        ValueError: unknown backend name or role, naming the valid ones.
+        ImportError: the backend's module (or an optional dependency) is missing.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown backend role {role!r}; valid: {', '.join(ROLES)}")
+    if name in BACKENDS:
+        module_name, generator_cls, verifier_cls = BACKENDS[name]
+        class_name = generator_cls if role == "generator" else verifier_cls
+    elif ":" in name:
+        module_name, _, class_name = name.partition(":")
+    else:
+        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)} "
+                         f"or 'package.module:Class'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise ValueError(f"backend {name!r}: module {module_name!r} has no {role} class "
+                         f"{class_name!r}") from None
+
+
+def build_backend(spec: BackendSpec, role: str) -> Any:
+    """Construct the backend a spec names.
+
+    Args:
+        spec: which backend and its constructor kwargs.
+        role: ``"generator"`` or ``"verifier"``.
+
+    Returns:
+        A GeneratorBackend or VerifierBackend instance.
+
+    Raises:
+        ValueError: unknown backend name or role.
+        ImportError: the backend's module or one of its dependencies is not installed.
+    """
+    cls = resolve_backend_class(spec.name, role)
+    return cls(**spec.kwargs)

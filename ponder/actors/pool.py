@@ -1,0 +1,375 @@
+"""Replicas of one model role: route batches to them, collect results, survive their failures.
+
+The engine codes against this API (bookkeeping modelled on Ray's ``ActorPool``:
+a plain class over actor handles; the actors stay thin)::
+
+    pool.dispatch(batch)                       # never blocks, never refuses
+    results = collect([gen_pool, ver_pool], timeout=0.05)   # one ray.wait over both
+    failed = pool.pop_failed()                 # requests given up after max_attempts
+
+``dispatch`` queues the batch and sends what fits at once: a replica takes at most
+``max_in_flight_batches`` calls at a time; the rest waits in the pool (FIFO) and is
+sent as calls return, during ``collect``. ``has_capacity()`` says whether a new batch
+would be sent at once, so the engine can hold its scheduler back instead.
+
+Routing. A batch is split by problem (``prefix_id`` is ``"problem:node"``) into one
+sub-batch per chosen replica. A problem sticks to the replica that served it last,
+whose prefix cache holds its tree, unless that replica has no free slot or its load
+(in-flight requests) exceeds the least-loaded free replica's by ``affinity_margin``;
+otherwise it goes to the least-loaded free replica.
+
+Failures. Each request comes back exactly once, from ``collect``, or once from
+``pop_failed``. A call that fails because its actor died or became unreachable
+(``RayActorError``: ``ActorDiedError``, ``ActorUnavailableError``) puts its requests
+back at the front of the queue and they go to healthy replicas; the failed replica
+is probed with ``ping`` and takes work again once it answers (actors are created with
+``max_restarts``). A replica that is dead for good is rebuilt by ``factory`` or, with
+none, retired. A call that fails because the backend raised is retried one request
+per call, so one bad request cannot sink its batch mates; a request whose calls
+failed ``max_attempts`` times goes to ``pop_failed``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from typing import Any, Callable, Sequence
+
+import ray
+from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+
+from ponder.search.flops import ModelSpec
+from ponder.search.messages import Request, Result
+
+_MAX_AFFINITY_ENTRIES = 100_000  # problem ids remembered; the oldest are forgotten first
+_PROBE_BACKOFF_S = 0.5  # wait before re-probing a replica that is still unreachable
+
+
+class NoReplicasError(RuntimeError):
+    """Every replica of a pool is dead for good and there is no factory to rebuild one."""
+
+
+class _Replica:
+    __slots__ = ("index", "handle", "healthy", "retired", "num_requests", "num_batches",
+                 "probe_after")
+
+    def __init__(self, index: int, handle: Any):
+        self.index = index
+        self.handle = handle
+        self.healthy = True
+        self.retired = False
+        self.num_requests = 0  # requests in flight on this replica: the load routing balances
+        self.num_batches = 0  # calls in flight on this replica
+        self.probe_after: float | None = None  # when to ping it next; None: no probe due
+
+
+class _Call:
+    __slots__ = ("replica", "requests")
+
+    def __init__(self, replica: _Replica, requests: list[Request]):
+        self.replica = replica
+        self.requests = requests
+
+
+def problem_of(prefix_id: str) -> str | None:
+    """The problem part of ``"problem:node"`` (the whole id if it has no node), None if empty."""
+    if not prefix_id:
+        return None
+    head, sep, _ = prefix_id.rpartition(":")
+    return head if sep else prefix_id
+
+
+class ReplicaPool:
+    """Routes batches of one role's requests over its replicas (see the module docstring).
+
+    Args:
+        actors: handles of ready actors, all with the batch method ``method``.
+        method: ``"generate"`` or ``"score"``.
+        factory: ``factory(index) -> handle`` rebuilds replica ``index`` when it is dead
+            for good; None retires it instead.
+        max_in_flight_batches: calls in flight per replica at most.
+        affinity_margin: extra in-flight requests a problem's replica may carry over
+            the least-loaded one before the problem moves.
+        max_attempts: failed calls a request may take part in before it is given up.
+        name: for messages and stats.
+    """
+
+    def __init__(self, actors: Sequence[Any], method: str,
+                 factory: Callable[[int], Any] | None = None, max_in_flight_batches: int = 2,
+                 affinity_margin: int = 16, max_attempts: int = 5, name: str = ""):
+        if not actors:
+            raise ValueError(f"pool {name!r} needs at least one actor")
+        if max_in_flight_batches < 1 or max_attempts < 1:
+            raise ValueError(f"max_in_flight_batches and max_attempts must be >= 1, got "
+                             f"{max_in_flight_batches} and {max_attempts}")
+        self.name = name or method
+        self.method = method
+        self.factory = factory
+        self.max_in_flight_batches = max_in_flight_batches
+        self.affinity_margin = affinity_margin
+        self.max_attempts = max_attempts
+        self._replicas = [_Replica(i, a) for i, a in enumerate(actors)]
+        self._queue: deque[list[Request]] = deque()  # batches waiting for a free slot
+        self._calls: dict[ray.ObjectRef, _Call] = {}  # call ref -> what it carries
+        self._probes: dict[ray.ObjectRef, _Replica] = {}  # ping ref -> the replica it probes
+        self._affinity: OrderedDict[str, int] = OrderedDict()  # problem id -> replica index
+        self._outstanding: set[int] = set()  # request ids dispatched, not yet returned
+        self._attempts: dict[int, int] = {}  # request id -> failed calls so far
+        self._failed: list[Request] = []
+        self._last_error = ""  # why the last replica died, for NoReplicasError
+        self._counts = dict(num_batches=0, num_calls=0, num_results=0, num_failures=0,
+                            num_redispatched=0, num_replaced=0, num_retired=0, num_given_up=0)
+
+    # -- the engine's side ------------------------------------------------------------
+
+    def dispatch(self, batch: list[Request]) -> None:
+        """Queue ``batch`` and send what fits now; results come back from ``collect``."""
+        if not batch:
+            return
+        self._outstanding.update(r.request_id for r in batch)
+        self._queue.append(list(batch))
+        self._counts["num_batches"] += 1
+        self._pump()
+
+    def poll(self, timeout: float = 0.0) -> list[Result]:
+        """Results of this pool alone that finish within ``timeout`` seconds (see ``collect``)."""
+        return collect([self], timeout)
+
+    def pop_failed(self) -> list[Request]:
+        """Requests given up since the last call (each failed ``max_attempts`` calls)."""
+        failed, self._failed = self._failed, []
+        return failed
+
+    def has_capacity(self) -> bool:
+        """True if a batch dispatched now would be sent at once."""
+        return not self._queue and any(self._free(r) for r in self._replicas)
+
+    def model_spec(self) -> ModelSpec:
+        """The served model's ModelSpec, asked of a live replica (blocks)."""
+        live = [r for r in self._replicas if not r.retired]
+        return ray.get(min(live, key=lambda r: not r.healthy).handle.model_spec.remote())
+
+    def replica_info(self, timeout: float | None = 60.0) -> list[Any]:
+        """Each live replica's ``ReplicaInfo`` (blocks; for status and tests)."""
+        live = [r for r in self._replicas if not r.retired]
+        return ray.get([r.handle.stats.remote() for r in live], timeout=timeout)
+
+    @property
+    def num_in_flight(self) -> int:
+        """Requests dispatched (sent or queued) and not yet returned or given up."""
+        return len(self._outstanding)
+
+    @property
+    def num_queued(self) -> int:
+        """Requests waiting in the pool for a free replica slot."""
+        return sum(map(len, self._queue))
+
+    @property
+    def num_replicas(self) -> int:
+        """Replicas not retired (healthy or being probed)."""
+        return sum(not r.retired for r in self._replicas)
+
+    @property
+    def actors(self) -> list[Any]:
+        """Current actor handles, by replica index (retired ones included)."""
+        return [r.handle for r in self._replicas]
+
+    def loads(self) -> list[int]:
+        """In-flight requests per replica, by replica index."""
+        return [r.num_requests for r in self._replicas]
+
+    def stats(self) -> dict[str, int]:
+        """Counters: batches, calls, results, failures, re-dispatches, replacements, give-ups."""
+        return dict(self._counts, num_in_flight=self.num_in_flight, num_queued=self.num_queued,
+                    num_healthy=sum(r.healthy and not r.retired for r in self._replicas))
+
+    def shutdown(self) -> None:
+        """Kill every actor (no restart). Requests in flight are dropped."""
+        for replica in self._replicas:
+            ray.kill(replica.handle, no_restart=True)
+        self._replicas = []
+        self._calls.clear()
+        self._probes.clear()
+        self._queue.clear()
+        self._outstanding.clear()
+
+    # -- hooks for collect() --------------------------------------------------------
+
+    def refs(self) -> list[ray.ObjectRef]:
+        """What ``collect`` waits on: calls and liveness probes in flight."""
+        self._start_due_probes()
+        return [*self._calls, *self._probes]
+
+    def take(self, ready: set[ray.ObjectRef]) -> list[Result]:
+        """Handle the refs of this pool in ``ready``; return the results they carry."""
+        results: list[Result] = []
+        for ref in [r for r in self._probes if r in ready]:
+            self._on_probe(ref, self._probes.pop(ref))
+        for ref in [r for r in self._calls if r in ready]:
+            results += self._on_call(ref, self._calls.pop(ref))
+        self._pump()
+        return results
+
+    # -- routing ----------------------------------------------------------------------
+
+    def _free(self, replica: _Replica) -> bool:
+        return (replica.healthy and not replica.retired
+                and replica.num_batches < self.max_in_flight_batches)
+
+    def _pump(self) -> None:
+        """Send queued batches while some replica has a free slot."""
+        while self._queue:
+            free = [r for r in self._replicas if self._free(r)]
+            if not free:
+                if all(r.retired for r in self._replicas):
+                    raise NoReplicasError(f"pool {self.name!r}: every replica is dead and none "
+                                          f"can be rebuilt; last error: {self._last_error}")
+                return
+            batch = self._queue.popleft()
+            for replica, requests in self._route(batch, free).items():
+                self._send(replica, requests)
+
+    def _route(self, batch: list[Request], free: list[_Replica]) -> dict[_Replica, list[Request]]:
+        """Split ``batch`` by problem; each problem's requests go to one free replica."""
+        groups: dict[str | None, list[Request]] = {}  # problem id -> its requests in batch
+        for request in batch:
+            groups.setdefault(problem_of(request.prefix_id), []).append(request)
+        load = {r: r.num_requests for r in free}  # grows as groups are placed
+        plan: dict[_Replica, list[Request]] = {}
+        for problem, requests in groups.items():
+            least = min(free, key=lambda r: (load[r], r.num_batches, r.index))
+            replica = least
+            if problem is not None and problem in self._affinity:
+                home = self._replicas[self._affinity[problem]]
+                if home in load and load[home] - load[least] <= self.affinity_margin:
+                    replica = home
+            if problem is not None:
+                self._remember(problem, replica.index)
+            load[replica] += len(requests)
+            plan.setdefault(replica, []).extend(requests)
+        return plan
+
+    def _remember(self, problem: str, index: int) -> None:
+        self._affinity[problem] = index
+        self._affinity.move_to_end(problem)
+        if len(self._affinity) > _MAX_AFFINITY_ENTRIES:
+            self._affinity.popitem(last=False)
+
+    def _send(self, replica: _Replica, requests: list[Request]) -> None:
+        ref = getattr(replica.handle, self.method).remote(requests)
+        self._calls[ref] = _Call(replica, requests)
+        replica.num_requests += len(requests)
+        replica.num_batches += 1
+        self._counts["num_calls"] += 1
+
+    # -- results and failures ---------------------------------------------------------
+
+    def _on_call(self, ref: ray.ObjectRef, call: _Call) -> list[Result]:
+        call.replica.num_requests -= len(call.requests)
+        call.replica.num_batches -= 1
+        try:
+            results = ray.get(ref)
+        except RayActorError:
+            self._counts["num_failures"] += 1
+            self._mark_unhealthy(call.replica)
+            self._retry(call.requests, isolate=False)
+            return []
+        except RayTaskError:  # the backend raised: the replica itself is fine
+            self._counts["num_failures"] += 1
+            self._retry(call.requests, isolate=True)
+            return []
+        fresh = [r for r in results if r.request_id in self._outstanding]
+        for result in fresh:
+            self._outstanding.discard(result.request_id)
+            self._attempts.pop(result.request_id, None)
+        self._counts["num_results"] += len(fresh)
+        return fresh
+
+    def _retry(self, requests: list[Request], isolate: bool) -> None:
+        """Requeue at the front, or give up on requests out of attempts."""
+        retry = []
+        for request in requests:
+            attempts = self._attempts.get(request.request_id, 0) + 1
+            self._attempts[request.request_id] = attempts
+            if attempts >= self.max_attempts:
+                self._give_up(request)
+            else:
+                retry.append(request)
+        self._counts["num_redispatched"] += len(retry)
+        batches = [[r] for r in retry] if isolate else [retry] if retry else []
+        self._queue.extendleft(reversed(batches))
+
+    def _give_up(self, request: Request) -> None:
+        self._outstanding.discard(request.request_id)
+        self._attempts.pop(request.request_id, None)
+        self._failed.append(request)
+        self._counts["num_given_up"] += 1
+
+    def _mark_unhealthy(self, replica: _Replica) -> None:
+        if replica.healthy and not replica.retired:
+            replica.healthy = False
+            replica.probe_after = time.monotonic()
+
+    def _start_due_probes(self) -> None:
+        now = time.monotonic()
+        for replica in self._replicas:
+            if replica.probe_after is not None and replica.probe_after <= now:
+                replica.probe_after = None
+                self._probes[replica.handle.ping.remote()] = replica
+
+    def _on_probe(self, ref: ray.ObjectRef, replica: _Replica) -> None:
+        try:
+            ray.get(ref)
+        except ActorDiedError as e:  # dead for good: a ping to a restarting actor waits instead
+            self._last_error = str(e).splitlines()[0]
+            self._replace(replica, rebuild=not e.actor_init_failed)
+            return
+        except RayActorError:  # unreachable for now (network, restarting): ask again later
+            replica.probe_after = time.monotonic() + _PROBE_BACKOFF_S
+            return
+        replica.healthy = True
+
+    def _replace(self, replica: _Replica, rebuild: bool) -> None:
+        """A replica dead for good: rebuild it with the factory, or retire it.
+
+        A replica whose constructor raised is retired: its twin would raise too.
+        """
+        ray.kill(replica.handle, no_restart=True)  # in case it was only half dead
+        if self.factory is None or not rebuild:
+            replica.retired = True
+            self._counts["num_retired"] += 1
+            return
+        replica.handle = self.factory(replica.index)
+        replica.probe_after = time.monotonic()  # healthy once its constructor has run
+        self._counts["num_replaced"] += 1
+
+
+def collect(pools: Sequence[Any], timeout: float | None = 0.0) -> list[Result]:
+    """Wait up to ``timeout`` seconds for any call of any pool; return every result ready.
+
+    One ``ray.wait`` covers every pool, so the engine keeps generator and verifier
+    busy at once. Returns as soon as something finished (possibly only a liveness
+    probe, so the list may be empty before the timeout); None waits indefinitely.
+
+    Args:
+        pools: ReplicaPools (None entries are skipped).
+        timeout: seconds to wait for the first finished call.
+
+    Returns:
+        Results of any pools, in no particular order; each request's exactly once.
+
+    Raises:
+        NoReplicasError: a pool has work but no replica left to run it.
+    """
+    pools = [p for p in pools if p is not None]
+    refs = [ref for pool in pools for ref in pool.refs()]
+    if not refs:
+        return []
+    ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+    if ready:  # take everything else that is also done, without waiting
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    done = set(ready)
+    results: list[Result] = []
+    for pool in pools:
+        results += pool.take(done)
+    return results

@@ -1,0 +1,121 @@
+"""Build the generator and verifier pools from config: placement groups, actors, routing.
+
+    pools = build_pools(config.generator, config.verifier,
+                        max_in_flight_batches=config.engine.max_in_flight_batches)
+    ...                                    # see ponder.actors.pool for dispatch / collect
+    pools.shutdown()
+
+Actors are created with ``max_restarts`` (default -1: Ray restarts a dead actor as
+often as needed) and no task retries: the pool re-dispatches a failed call itself,
+to any healthy replica, instead of waiting for the dead one to come back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from ponder.actors.factory import spec_from_config
+from ponder.actors.generator import GeneratorActor
+from ponder.actors.pool import ReplicaPool
+from ponder.actors.verifier import VerifierActor
+from ponder.cluster.placement import ReplicaResources, RolePlacement
+
+ROLE_ACTORS = {"generator": (GeneratorActor, "generate"), "verifier": (VerifierActor, "score")}
+
+
+@dataclass
+class Pools:
+    """The engine's pools; ``verifier`` is None for strategies that only vote."""
+
+    generator: ReplicaPool
+    verifier: ReplicaPool | None = None
+    placements: list[RolePlacement] = field(default_factory=list)
+
+    def all(self) -> list[ReplicaPool]:
+        """The pools that exist, for ``collect``."""
+        return [p for p in (self.generator, self.verifier) if p is not None]
+
+    def shutdown(self) -> None:
+        """Kill every actor and give the placement groups back."""
+        for pool in self.all():
+            pool.shutdown()
+        for placement in self.placements:
+            placement.remove()
+        self.placements = []
+
+
+def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_margin: int = 16,
+               max_attempts: int = 5, max_restarts: int = -1,
+               timeout_s: float = 600.0) -> tuple[ReplicaPool, RolePlacement]:
+    """Place and start one role's replicas and wrap them in a ReplicaPool.
+
+    Args:
+        cfg: the role's ``ModelConfig`` (or a dict with its fields).
+        role: ``"generator"`` or ``"verifier"``.
+        max_in_flight_batches, affinity_margin, max_attempts: see ``ReplicaPool``.
+        max_restarts: Ray restarts of each actor (-1: unlimited).
+        timeout_s: how long placement and each replica's start may take.
+
+    Returns:
+        The pool (every replica answered a ping) and its placement, to remove at the end.
+
+    Raises:
+        ValueError: unknown role, backend or placement strategy.
+        TimeoutError: the cluster cannot host the replicas, or they start too slowly.
+        RuntimeError: a replica's backend failed to build (the message has its error).
+    """
+    if role not in ROLE_ACTORS:
+        raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLE_ACTORS)}")
+    actor_cls, method = ROLE_ACTORS[role]
+    spec = spec_from_config(cfg)
+    placement = RolePlacement(ReplicaResources.from_config(cfg), role, timeout_s=timeout_s)
+    remote_cls = ray.remote(actor_cls)
+
+    def make(index: int) -> Any:
+        return remote_cls.options(max_restarts=max_restarts, max_task_retries=0,
+                                  name=None, **placement.options(index)).remote(spec)
+
+    actors = [make(i) for i in range(placement.res.num_replicas)]
+    try:
+        ray.get([a.ping.remote() for a in actors], timeout=timeout_s)
+    except (RayActorError, GetTimeoutError) as e:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        placement.remove()
+        if isinstance(e, GetTimeoutError):
+            raise TimeoutError(f"{role} replicas ({spec.name}) did not start within "
+                               f"{timeout_s:.0f}s") from None
+        raise RuntimeError(f"{role} replica ({spec.name}) failed to start: {e}") from None
+    pool = ReplicaPool(actors, method, factory=make, max_in_flight_batches=max_in_flight_batches,
+                       affinity_margin=affinity_margin, max_attempts=max_attempts, name=role)
+    return pool, placement
+
+
+def build_pools(generator_cfg: Any, verifier_cfg: Any = None, **kwargs: Any) -> Pools:
+    """Build the generator pool and, if ``verifier_cfg`` is not None, the verifier pool.
+
+    Args:
+        generator_cfg: ``config.generator``.
+        verifier_cfg: ``config.verifier`` or None.
+        kwargs: passed to ``build_pool`` (``max_in_flight_batches`` and so on).
+
+    Returns:
+        Pools with both roles ready; call ``shutdown()`` when done.
+
+    Raises:
+        As ``build_pool``; a verifier that fails to start also tears the generator down.
+    """
+    generator, gen_placement = build_pool(generator_cfg, "generator", **kwargs)
+    pools = Pools(generator=generator, placements=[gen_placement])
+    if verifier_cfg is not None:
+        try:
+            pools.verifier, ver_placement = build_pool(verifier_cfg, "verifier", **kwargs)
+        except BaseException:
+            pools.shutdown()
+            raise
+        pools.placements.append(ver_placement)
+    return pools
