@@ -16,11 +16,12 @@ from typing import Any
 
 import yaml
 
-BACKENDS = ("embedded", "hf", "vllm", "scripted")  # what ponder.actors can build
+BACKENDS = ("embedded", "hf", "vllm", "scripted")  # ponder.actors.factory.BACKENDS, or "module:Class"
 NEEDS_MODEL_PATH = ("hf", "vllm")  # backends with no default model to fall back on
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement-group strategies
 RAY_MODES = ("ray", "inprocess")  # inprocess: no Ray, backends called directly (tests, benchmarks)
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
+MAX_BASE_DEPTH = 8  # how many ``base:`` files a config may chain
 
 
 class ConfigError(ValueError):
@@ -31,13 +32,14 @@ class ConfigError(ValueError):
 class ModelConfig:
     """One model role (generator or verifier): which backend, where, how many copies."""
 
-    backend: str = "embedded"  # one of BACKENDS
+    backend: str = "embedded"  # one of BACKENDS, or "package.module:Class" of your own
     model_path: str | None = None  # embedded: None = the shipped weights; required for hf/vllm
     num_replicas: int = 1  # actors serving this role; the pool routes between them
     num_cpus: float = 1.0  # per replica
     num_gpus: float = 0.0  # per replica; fractions share a GPU (e.g. 0.5 for two replicas)
     tensor_parallel_size: int = 1  # GPUs one replica spans (vllm)
-    placement: str = "PACK"  # placement-group strategy for this role's bundles
+    placement: str = "PACK"  # placement-group strategy between this role's replicas
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resource -> per replica
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the backend as is
 
 
@@ -139,7 +141,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return config
 
 
-def _read_yaml(path: str | Path) -> dict[str, Any]:
+def _read_yaml(path: str | Path, depth: int = 0) -> dict[str, Any]:
+    """A YAML mapping; a top-level ``base: other.yaml`` (relative to this file) is read first
+    and this file's values are merged over it, so a variant config lists only what differs."""
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -155,7 +159,23 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must be a mapping, got {type(raw).__name__}")
-    return raw
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if depth >= MAX_BASE_DEPTH:
+        raise ConfigError(f"config file {str(path)!r}: 'base' chain deeper than {MAX_BASE_DEPTH} "
+                          f"(a cycle?)")
+    return _merge(_read_yaml(Path(path).parent / str(base), depth + 1), raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
+            out[key] = _merge(out[key], value)
+        else:  # search.params belong to one strategy: a variant replaces them whole
+            out[key] = value
+    return out
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -278,7 +298,8 @@ def validate(config: Config) -> None:
 
 
 def _validate_model(m: ModelConfig, where: str) -> None:
-    _choice(f"{where}.backend", m.backend, BACKENDS)
+    if ":" not in m.backend:
+        _choice(f"{where}.backend", m.backend, BACKENDS, " or 'package.module:Class'")
     if m.backend in NEEDS_MODEL_PATH and not m.model_path:
         raise ConfigError(f"{where}.model_path is required for backend {m.backend!r} "
                           f"(a local directory or a Hugging Face model id)")
@@ -319,6 +340,6 @@ def _positive(where: str, value: float) -> None:
         raise ConfigError(f"{where} must be positive, got {value}")
 
 
-def _choice(where: str, value: str, allowed: tuple[str, ...]) -> None:
+def _choice(where: str, value: str, allowed: tuple[str, ...], more: str = "") -> None:
     if value not in allowed:
-        raise ConfigError(f"{where}: unknown value {value!r}; valid: {', '.join(allowed)}")
+        raise ConfigError(f"{where}: unknown value {value!r}; valid: {', '.join(allowed)}{more}")
