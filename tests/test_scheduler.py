@@ -1,0 +1,384 @@
+"""The multi-tree scheduler on a scripted in-process backend: routing, batching, budgets."""
+
+import random
+import zlib
+from itertools import count
+
+import pytest
+
+from ponder.search.budget import BudgetError, BudgetManager, score_path_text, worst_case_tokens
+from ponder.search.flops import ModelSpec
+from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from ponder.search.scheduler import Scheduler
+from ponder.search.strategies.base import Answer, Strategy, StrategyParams
+from ponder.search.tree import NodeStatus, Tree
+
+GEN = ModelSpec("gen", num_params=10_000, num_layers=2, d_model=16)
+VER = ModelSpec("ver", num_params=20_000, num_layers=2, d_model=16)
+
+
+class ScriptedTask:
+    step_delimiter = "\n"
+    max_steps = 3
+
+    def is_terminal(self, step):
+        return False
+
+    def extract_answer(self, steps):
+        return steps[-1] if steps else None
+
+
+class ScriptedGreedyStrategy(Strategy):
+    """Greedy PRM search, small enough to check by eye: sample ``width`` children of the
+    current node, score them, descend into the best, ``depth`` times. Checks its routing."""
+
+    name = "scripted_greedy"
+
+    def __init__(self, problem_id, next_request_id, width=4, depth=3, seed=0):
+        super().__init__(Tree(problem_id, f"problem {problem_id}\n"), ScriptedTask(),
+                         StrategyParams(), seed, next_request_id)
+        self.width, self.depth = width, depth
+        self.node_id = 0
+        self.want = "generate"  # "generate" | "score" | None while waiting
+        self.children: list[int] = []
+        self.sent: dict[int, object] = {}  # request_id -> request this strategy emitted
+        self.num_results = 0
+        self.num_texts = 0
+
+    def requests(self):
+        if self.done or self.want is None:
+            return []
+        rid = self.next_request_id()
+        if self.want == "generate":
+            request = GenerateRequest(rid, self.tree.prefix(self.node_id), n=self.width,
+                                      max_new_tokens=8, seed=self.seed_for(),
+                                      prefix_id=self.tree.prefix_id(self.node_id))
+        else:
+            request = ScoreRequest(rid, self.tree.prompt,
+                                   [self.tree.steps(c) for c in self.children],
+                                   prefix_id=self.tree.prefix_id(self.node_id))
+        self.sent[rid] = request
+        self.want = None
+        return [request]
+
+    def on_result(self, request, result):
+        assert self.sent.pop(request.request_id).request_id == result.request_id
+        self.num_results += 1
+        if isinstance(result, GenerateResult):
+            assert 1 <= len(result.texts) == request.n <= self.width
+            assert all(t.startswith(request.prefix_id + "#") for t in result.texts), "misrouted"
+            self.num_texts += len(result.texts)
+            self.children = [self.tree.add_child(self.node_id, t).node_id for t in result.texts]
+            self.want = "score"
+            return
+        for child, scores in zip(self.children, result.step_scores):
+            self.tree[child].scores = scores
+        self.node_id = max(self.children, key=lambda c: self.tree[c].score)
+        if self.tree[self.node_id].depth >= self.depth:
+            self.tree[self.node_id].status = NodeStatus.TERMINAL
+            self.stop("done")
+        else:
+            self.want = "generate"
+
+    def answer(self):
+        # The best so far is where the greedy descent has got to.
+        steps = self.tree.steps(self.node_id)
+        return Answer(self.problem_id, self.task.extract_answer(steps), steps,
+                      self.tree[self.node_id].score, self.stop_reason or "running",
+                      num_nodes=len(self.tree))
+
+
+class ScriptedInstantBackend:
+    """Answers at once with token counts inside the default bound; texts name their prefix."""
+
+    def __init__(self, extra_prompt_tokens=0):
+        self.extra_prompt_tokens = extra_prompt_tokens  # > 0 breaks the bound on purpose
+
+    def generate(self, request):
+        prompt = len(request.prefix.encode()) + self.extra_prompt_tokens
+        return GenerateResult(
+            request.request_id, [f"{request.prefix_id}#{request.seed}/{i}" for i in range(request.n)],
+            [[1, 2]] * request.n, [-1.0] * request.n, num_prompt_tokens=request.n * prompt,
+            num_cached_prompt_tokens=(request.n - 1) * prompt,
+            num_generated_tokens=request.n * min(5, request.max_new_tokens))
+
+    def score(self, request):
+        scores = [[zlib.crc32(step.encode()) % 1000 / 1000 for step in path] for path in request.paths]
+        tokens = sum(len(score_path_text(request.prompt, p).encode()) for p in request.paths)
+        return ScoreResult(request.request_id, scores, tokens, 0)
+
+    def run(self, plan):
+        return ([self.generate(r) for batch in plan.generate_batches for r in batch]
+                + [self.score(r) for batch in plan.score_batches for r in batch])
+
+
+def _make(num_problems, budget, **kwargs):
+    ids = count()
+    scheduler = Scheduler(budget, GEN, VER, **kwargs)
+    strategies = [ScriptedGreedyStrategy(f"p{i}", lambda: next(ids), seed=i)
+                  for i in range(num_problems)]
+    for strategy in strategies:
+        scheduler.add(strategy)
+    return scheduler, strategies
+
+
+def _check_plan(scheduler, plan):
+    for batches in (plan.generate_batches, plan.score_batches):
+        for batch in batches:
+            assert 1 <= len(batch) <= scheduler.max_batch_requests
+            tokens = sum(worst_case_tokens(r)[0] for r in batch)
+            assert len(batch) == 1 or tokens <= scheduler.max_batch_tokens
+
+
+def _check_caps(budget):
+    assert budget.job_remaining is None or budget.job_remaining >= 0
+    for pid in budget.problem_ids:
+        cap = budget.cap(pid)
+        assert cap is None or budget.spent(pid) + budget.reserved(pid) <= cap
+
+
+def _drive(scheduler, budget, rng, backend=None, trace=None):
+    """Run to completion, feeding results back shuffled and in partial batches."""
+    backend = backend or ScriptedInstantBackend()
+    outstanding, answers = [], []
+    for _ in range(100_000):
+        if not scheduler.has_work:
+            break
+        plan = scheduler.schedule()
+        _check_plan(scheduler, plan)
+        # Nothing active is left waiting on nothing: no spinning engine loop.
+        assert scheduler.num_active == 0 or scheduler.num_in_flight > 0
+        if trace is not None:
+            trace.append([[(r.request_id, getattr(r, "n", 0)) for r in b]
+                          for b in plan.generate_batches + plan.score_batches])
+        outstanding += backend.run(plan)
+        rng.shuffle(outstanding)
+        take = rng.randint(1, len(outstanding)) if outstanding else 0
+        scheduler.update(outstanding[:take])
+        del outstanding[:take]
+        _check_caps(budget)
+        answers += scheduler.pop_finished()
+    else:
+        raise AssertionError("the scheduler never ran out of work")
+    assert outstanding == []
+    return answers
+
+
+# -- many trees -------------------------------------------------------------------------------
+
+def test_thousand_trees_interleaved_all_finish_and_route_correctly():
+    budget = BudgetManager()
+    scheduler, strategies = _make(1000, budget, max_batch_requests=48, max_batch_tokens=4096)
+    answers = _drive(scheduler, budget, random.Random(0))
+    assert sorted(a.problem_id for a in answers) == sorted(s.problem_id for s in strategies)
+    for strategy in strategies:
+        assert strategy.stop_reason == "done" and not strategy.sent  # every request answered
+        assert strategy.num_results == 2 * strategy.depth and strategy.num_texts == 12
+    for answer in answers:
+        stats = answer.extra["stats"]
+        assert answer.stop_reason == "done" and len(answer.trace) == 3
+        assert stats["flops"] == budget.spent(answer.problem_id) > 0
+        assert stats["generator_flops"] == budget.spent_by_model(answer.problem_id)["generator"]
+        assert stats["num_generate_requests"] == stats["num_score_requests"] == 3
+    assert budget.num_open_reservations == 0 and budget.job_reserved == 0
+    assert scheduler.num_in_flight == 0 and not scheduler.has_work
+
+
+def test_caps_hold_and_tight_problems_stop_with_budget():
+    rng = random.Random(1)
+    strategy_cost = _cost_of_one_run()
+    budget = BudgetManager(flops_total=150 * strategy_cost)
+    scheduler, strategies = _make(200, budget, max_batch_requests=16, max_batch_tokens=2048)
+    for strategy in strategies:  # from hopeless to ample
+        budget.set_problem_cap(strategy.problem_id, rng.randint(0, 2 * strategy_cost))
+    answers = _drive(scheduler, budget, rng)
+    assert len(answers) == 200
+    reasons = {a.stop_reason for a in answers}
+    assert reasons == {"done", "budget"}
+    for answer in answers:
+        assert budget.spent(answer.problem_id) <= budget.cap(answer.problem_id)
+    assert budget.job_spent <= budget.flops_total and budget.job_reserved == 0
+
+
+def _cost_of_one_run():
+    budget = BudgetManager()
+    scheduler, _ = _make(1, budget)
+    _drive(scheduler, budget, random.Random(0))
+    return budget.job_spent
+
+
+def test_same_strategies_and_result_order_give_same_plans():
+    traces = []
+    for _ in range(2):
+        budget = BudgetManager(flops_per_problem=_cost_of_one_run())
+        scheduler, _ = _make(50, budget, max_batch_requests=8, max_batch_tokens=512)
+        trace = []
+        _drive(scheduler, budget, random.Random(7), trace=trace)
+        traces.append(trace)
+    assert traces[0] == traces[1] and len(traces[0]) > 3
+
+
+# -- budget exhaustion ------------------------------------------------------------------------
+
+def _one(cap, **kwargs):
+    budget = BudgetManager(flops_per_problem=cap)
+    scheduler, (strategy,) = _make(1, budget, **kwargs)
+    return budget, scheduler, strategy
+
+
+def _step(scheduler, backend=ScriptedInstantBackend()):
+    plan = scheduler.schedule()
+    scheduler.update(backend.run(plan))
+    return plan
+
+
+def test_exhaustion_stops_with_best_answer_so_far():
+    full = _cost_of_one_run()
+    budget, scheduler, strategy = _one(full - 1)  # everything but the last score request fits
+    answers = []
+    while scheduler.has_work:
+        _step(scheduler)
+        answers += scheduler.pop_finished()
+    (answer,) = answers
+    assert answer.stop_reason == "budget" and strategy.stop_reason == "budget"
+    assert len(answer.trace) == 2  # the best node after two scored rounds
+    assert answer.answer == answer.trace[-1] and answer.score == strategy.tree[strategy.node_id].score
+    assert budget.spent("p0") <= full - 1 and budget.num_open_reservations == 0
+
+
+def test_generate_n_shrinks_to_what_fits():
+    one_sample = GenerateRequest(0, "problem p0\n", n=1, max_new_tokens=8)
+    cap = 2 * _worst(one_sample) + 1  # room for 2 of the 4 samples
+    budget, scheduler, strategy = _one(cap)
+    plan = _step(scheduler)
+    (request,) = plan.generate_batches[0]
+    assert request.n == 2 and strategy.num_texts == 2 and len(strategy.tree.root.children) == 2
+    assert scheduler.stats("p0").num_samples == 2
+    _step(scheduler)  # the score request cannot fit and nothing is in flight: stop
+    (answer,) = scheduler.pop_finished()
+    assert answer.stop_reason == "budget" and answer.answer is None
+    assert budget.reserved("p0") == 0 and not scheduler.has_work
+
+
+def _worst(request):
+    from ponder.search.budget import worst_case_flops
+    return worst_case_flops(request, GEN)
+
+
+def test_zero_budget_stops_before_any_request():
+    budget, scheduler, strategy = _one(0)
+    plan = scheduler.schedule()
+    assert plan.is_empty and strategy.stop_reason == "budget"
+    assert [a.stop_reason for a in scheduler.pop_finished()] == ["budget"]
+
+
+def test_request_blocked_by_others_in_flight_is_held_not_stopped():
+    ids = count()
+    one_sample = _worst(GenerateRequest(0, "problem p0\n", n=1, max_new_tokens=8))
+    budget = BudgetManager(flops_total=one_sample + one_sample // 2)  # one request at a time
+    scheduler = Scheduler(budget, GEN, VER)
+    first, second = (ScriptedGreedyStrategy(f"p{i}", lambda: next(ids), width=1) for i in range(2))
+    scheduler.add(first)
+    scheduler.add(second)
+    plan = scheduler.schedule()
+    assert [r.prefix_id for b in plan.generate_batches for r in b] == ["p0:0"]
+    assert second.stop_reason is None and scheduler.num_active == 2  # held, not stopped
+    scheduler.update(ScriptedInstantBackend().run(plan))  # p0 spent less than it reserved
+    plan = scheduler.schedule()
+    assert "p1:0" in [r.prefix_id for b in plan.generate_batches for r in b]  # the retry fits now
+    scheduler.update(ScriptedInstantBackend().run(plan))
+    answers = _drive(scheduler, budget, random.Random(3))
+    assert sorted(a.problem_id for a in answers) == ["p0", "p1"]
+    assert second.num_texts >= 1 and budget.job_spent <= budget.flops_total
+    assert budget.num_open_reservations == 0
+
+
+def test_result_over_its_reservation_raises():
+    budget, scheduler, _ = _one(None)
+    plan = scheduler.schedule()
+    with pytest.raises(BudgetError, match="reserved only"):
+        scheduler.update(ScriptedInstantBackend(extra_prompt_tokens=100).run(plan))
+    assert budget.num_open_reservations == 1  # nothing half-settled
+
+
+# -- cancellation, failures, misuse -----------------------------------------------------------
+
+def test_cancel_releases_reservations_and_drops_late_results():
+    budget = BudgetManager(flops_per_problem=10**12)
+    scheduler, (a, b) = _make(2, budget)
+    plan = scheduler.schedule()
+    assert budget.reserved("p0") > 0 and budget.num_open_reservations == 2
+    assert scheduler.cancel("p0") is True
+    assert budget.reserved("p0") == 0 and budget.spent("p0") == 0
+    assert budget.num_open_reservations == 1 and scheduler.num_in_flight == 1
+    (answer,) = scheduler.pop_finished()
+    assert answer.problem_id == "p0" and answer.stop_reason == "cancelled" == a.stop_reason
+    scheduler.update(ScriptedInstantBackend().run(plan))  # p0's late result is dropped
+    assert a.num_results == 0 and b.num_results == 1 and budget.spent("p0") == 0
+    assert scheduler.cancel("p0") is False and scheduler.cancel("nope") is False
+    answers = _drive(scheduler, budget, random.Random(0))
+    assert [x.stop_reason for x in answers] == ["done"] and budget.job_reserved == 0
+
+
+def test_results_of_a_stopped_problem_are_settled_not_delivered():
+    budget = BudgetManager()
+    ids = count()
+    scheduler = Scheduler(budget, GEN, VER)
+    strategy = ScriptedGreedyStrategy("p0", lambda: next(ids))
+    scheduler.add(strategy)
+    plan = scheduler.schedule()
+    strategy.stop("budget")  # e.g. an allocator took its budget while a request was in flight
+    assert scheduler.pop_finished() == []  # the answer waits for the in-flight request
+    scheduler.update(ScriptedInstantBackend().run(plan))
+    assert strategy.num_results == 0 and budget.spent("p0") > 0 and budget.job_reserved == 0
+    (answer,) = scheduler.pop_finished()
+    assert answer.stop_reason == "budget" and answer.extra["stats"]["flops"] == budget.spent("p0")
+
+
+def test_requeue_puts_a_failed_request_back():
+    budget = BudgetManager()
+    scheduler, (strategy,) = _make(1, budget)
+    (request,) = scheduler.schedule().generate_batches[0]
+    scheduler.requeue([request.request_id])
+    assert budget.num_open_reservations == 0 and scheduler.num_in_flight == 0
+    plan = scheduler.schedule()
+    assert plan.generate_batches == [[request]]
+    scheduler.update(ScriptedInstantBackend().run(plan))
+    assert strategy.num_results == 1 and budget.num_open_reservations == 0
+
+
+class ScriptedSilentStrategy(ScriptedGreedyStrategy):
+    """Asks for nothing and never finishes: a strategy bug the scheduler must not spin on."""
+
+    def requests(self):
+        return []
+
+
+def test_strategy_that_asks_for_nothing_is_stopped_as_stalled():
+    budget = BudgetManager()
+    scheduler = Scheduler(budget, GEN, VER)
+    silent = ScriptedSilentStrategy("quiet", lambda: 0)
+    scheduler.add(silent)
+    assert scheduler.schedule().is_empty
+    assert silent.stop_reason == "stalled" and not scheduler.num_active
+    assert [a.problem_id for a in scheduler.pop_finished()] == ["quiet"]
+    assert not scheduler.has_work
+
+
+def test_misuse_raises_clear_errors():
+    budget = BudgetManager()
+    scheduler, (strategy,) = _make(1, budget)
+    with pytest.raises(ValueError, match="'p0' is already being searched"):
+        scheduler.add(strategy)
+    plan = scheduler.schedule()
+    (request,) = plan.generate_batches[0]
+    with pytest.raises(KeyError, match="request 999"):
+        scheduler.update([ScoreResult(999, [], 0, 0)])
+    with pytest.raises(TypeError, match="GenerateRequest but got a ScoreResult"):
+        scheduler.update([ScoreResult(request.request_id, [], 0, 0)])
+    twin = ScriptedGreedyStrategy("p1", lambda: request.request_id)  # reuses an id in flight
+    scheduler.add(twin)
+    with pytest.raises(ValueError, match=f"request id {request.request_id} of problem 'p1'"):
+        scheduler.schedule()
+    with pytest.raises(ValueError, match="max_batch_tokens must be >= 1, got 0"):
+        Scheduler(budget, GEN, VER, max_batch_tokens=0)
