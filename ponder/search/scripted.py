@@ -38,6 +38,7 @@ from ponder.search.messages import (GenerateRequest, GenerateResult, Request, Re
 from ponder.search.strategies.base import Answer, Strategy
 
 ANSWER_PREFIX = "Answer:"
+INSTANT_STEP = "instant step "  # how instant-mode steps start; counting them gives the depth
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ class ScriptedGenerator(_ScriptedBackend):
                 one_step: bool) -> tuple[list[str], float]:
         """The steps of sample ``index`` (one, or through the answer line) and their logprob."""
         if self.instant_steps is not None:
-            first = request.prefix.count(self.delimiter) + 1
+            first = request.prefix.count(INSTANT_STEP) + 1  # steps so far, whatever the prompt holds
             last = first if one_step else max(first, self.instant_steps)
             return [self._instant_step(d, index) for d in range(first, last + 1)], -1.0
         problem, steps = self.locate(request.prefix)
@@ -194,7 +195,7 @@ class ScriptedGenerator(_ScriptedBackend):
     def _instant_step(self, depth: int, index: int) -> str:
         if depth >= self.instant_steps:
             return f"{ANSWER_PREFIX} {index}"
-        return f"step {depth}.{index}"
+        return f"{INSTANT_STEP}{depth}.{index}"
 
     @staticmethod
     def _branch(problem: ScriptedProblem, depth: int, on_track: bool, rng: random.Random,

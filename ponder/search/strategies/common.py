@@ -64,19 +64,31 @@ def finish_if_terminal(tree: Tree, task: SearchTask, node: Node) -> None:
         node.answer = task.extract_answer(tree.steps(node.node_id))
 
 
-def add_children(tree: Tree, task: SearchTask, parent_id: int, result: GenerateResult) -> list[int]:
-    """Hang one child per returned text under ``parent_id``; returns the new node ids.
+def add_children(tree: Tree, task: SearchTask, parent_id: int, result: GenerateResult,
+                 merge_duplicates: bool = False) -> list[int]:
+    """Hang one child per returned text under ``parent_id``; returns their node ids, in text order.
 
     ``result`` may hold fewer texts than its request asked for (the scheduler shrinks
     ``n`` to fit a budget); a parent that got none goes back to OPEN (or EXPANDED).
+
+    Args:
+        merge_duplicates: if True, a text equal to an existing sibling's adds no node;
+            its entry in the returned list is that sibling's id (the same step is the
+            same state, and splitting its statistics helps no search that keeps them).
     """
+    siblings = {tree[c].text: c for c in tree[parent_id].children} if merge_duplicates else {}
     new_ids = []
     for i, text in enumerate(result.texts):
+        if text in siblings:
+            new_ids.append(siblings[text])
+            continue
         token_ids = tuple(result.token_ids[i]) if i < len(result.token_ids) else ()
         logprob = result.cumulative_logprobs[i] if i < len(result.cumulative_logprobs) else 0.0
         node = tree.add_child(parent_id, text, token_ids, logprob=logprob)
         finish_if_terminal(tree, task, node)
         new_ids.append(node.node_id)
+        if merge_duplicates:
+            siblings[text] = node.node_id
     parent = tree[parent_id]
     if parent.status == NodeStatus.EXPANDING:
         parent.status = NodeStatus.EXPANDED if parent.children else NodeStatus.OPEN

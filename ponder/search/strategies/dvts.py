@@ -72,9 +72,9 @@ class DVTS(Strategy):
         return out
 
     def on_result(self, request: Request, result: Result) -> None:
-        subtree = self._owner.pop(request.request_id)
         if self.done:
             return
+        subtree = self._owner.pop(request.request_id)
         subtree.on_result(request, result)
         if all(s.finished for s in self.subtrees):
             self.stop("done")

@@ -5,21 +5,25 @@ A simulation walks from the root picking the child with the largest
 may widen, a leaf, or a finished path. ``P`` is a softmax of the siblings'
 generation logprobs (or uniform); ``Q`` the mean value below the child.
 
-Expansion uses progressive widening: a node with ``N`` visits may have at most
-``ceil(widen_k * max(N, 1) ** widen_alpha)`` children, and a walk that reaches a
-node with room for more expands it (one request for the missing children)
-instead of descending. Each new child is scored by the verifier, optionally
-after a greedy rollout of ``rollout_depth`` steps (then the rollout's last step
-score is its value), and starts with that evaluation as its one visit. The
-expanded node and its ancestors get one visit each, valued at the best new
-child's value: the step the search would follow next. So ``N`` counts walks,
-not nodes, and widening stays proportionate. A walk that ends on a finished
-path backs up that path's value again.
+Expansion uses progressive widening: a node with ``N`` visits may draw at most
+``ceil(widen_k * max(N, 1) ** widen_alpha)`` samples, so it has at most that
+many children, and a walk that reaches a node with room for more expands it
+(one request for the missing samples) instead of descending. A sample equal to
+an existing sibling merges into it: the same step is the same state. Each new
+child is scored by the verifier, optionally after a greedy rollout of
+``rollout_depth`` steps (then the rollout's last step score is its value), and
+starts with that evaluation as its one visit. The expanded node and its
+ancestors get one visit each, valued at the best Q among the children the
+expansion sampled: the step the search would follow next. So ``N`` counts
+walks, not nodes, and widening stays proportionate. A walk that ends on a
+finished path backs up that path's value again.
 
 Simulations run in waves of up to ``num_parallel`` so the scheduler can batch
 them: each walk adds a virtual visit (of value 0) to its path, steering the next
-walks of the wave elsewhere; a wave's results are applied in request order once
-all are in, which keeps the search deterministic whatever the arrival order.
+walks of the wave elsewhere, and a walk that still runs into a node being
+expanded ends the wave (going on would only re-count what is in flight). A
+wave's results are applied in request order once all are in, which keeps the
+search deterministic whatever the arrival order.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ PRIORS: tuple[str, ...] = ("logprob", "uniform")
 class MCTSParams(StrategyParams):
     num_simulations: int = 32  # walks from the root (expansions plus re-visits of finished paths)
     c_puct: float = 1.5  # weight of the prior-driven exploration term
-    widen_k: float = 1.0  # progressive widening: at most ceil(widen_k * N ** widen_alpha) children
+    widen_k: float = 2.0  # progressive widening: at most ceil(widen_k * N ** widen_alpha) children
     widen_alpha: float = 0.5
     num_parallel: int = 4  # simulations in flight at once, kept apart by virtual loss
     prior: str = "logprob"  # children's priors: logprob (softmax over siblings) | uniform
@@ -77,11 +81,13 @@ class MCTS(Strategy):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.num_started = 0  # simulations begun
-        self.leaf_values: dict[int, float] = {}  # node_id -> value it was backed up with
+        self.leaf_values: dict[int, float] = {}  # node_id -> its evaluation when it was created
+        self.num_drawn: dict[int, int] = {}  # node_id -> samples drawn from it (widening counts these)
         self._virtual: dict[int, int] = {}  # node_id -> virtual visits of walks in flight
         self._expanding: dict[int, int] = {}  # request_id -> node being expanded, this wave
         self._results: dict[int, GenerateResult] = {}  # request_id -> result, until the wave is in
-        self._new: list[int] = []  # this wave's new children
+        self._sampled: dict[int, list[int]] = {}  # expanded node_id -> children sampled this wave
+        self._new: list[int] = []  # this wave's new children, to be scored
         self._rollouts: Rollouts | None = None
         self._scoring: int | None = None  # request_id of this wave's score request
         self._outbox: list[Request] = []
@@ -116,7 +122,7 @@ class MCTS(Strategy):
         while self.num_started < p.num_simulations and len(self._expanding) < p.num_parallel:
             path = self._walk()
             if path is None:
-                break  # every way down ends at a node already being expanded
+                break  # the best way down leads into an expansion already in flight
             self.num_started += 1
             leaf = self.tree[path[-1]]
             if leaf.is_terminal:
@@ -132,17 +138,17 @@ class MCTS(Strategy):
         node = self.tree.root
         path = [0]
         while not node.is_terminal:
-            if node.node_id not in busy and len(node.children) < self._max_children(node):
+            if node.node_id in busy:
+                return None  # walking on through would re-count what is already in flight
+            if self.num_drawn.get(node.node_id, 0) < self._max_children(node) or not node.children:
                 break
-            if not node.children:
-                return None
             node = max((self.tree[c] for c in node.children), key=lambda c: self._puct(node, c))
             path.append(node.node_id)
         return path
 
     def _expand(self, path: list[int]) -> None:
         leaf = self.tree[path[-1]]
-        n = self._max_children(leaf) - len(leaf.children)
+        n = self._max_children(leaf) - self.num_drawn.get(leaf.node_id, 0)
         request = step_request(self, leaf.node_id, n, self.seed_for())
         leaf.status = NodeStatus.EXPANDING
         self._expanding[request.request_id] = leaf.node_id
@@ -152,10 +158,15 @@ class MCTS(Strategy):
 
     def _grow(self) -> None:
         for request_id, node_id in self._expanding.items():  # send order, not arrival order
-            self._new += add_children(self.tree, self.task, node_id, self._results[request_id])
+            num_nodes = len(self.tree)
+            ids = add_children(self.tree, self.task, node_id, self._results[request_id],
+                               merge_duplicates=True)
+            self.num_drawn[node_id] = self.num_drawn.get(node_id, 0) + len(ids)
+            self._sampled[node_id] = list(dict.fromkeys(ids))
+            self._new += [c for c in self._sampled[node_id] if c >= num_nodes]
         p: MCTSParams = self.params
         if not self._new:
-            self._end_wave()
+            self._backup(None)  # only merged duplicates (or nothing): no new value to learn
         elif p.rollout_depth > 0:
             self._rollouts = Rollouts(self, self._new, p.rollout_depth, p.rollout_temperature,
                                       self.seed_for())
@@ -171,23 +182,23 @@ class MCTS(Strategy):
         self._scoring = request.request_id
         self._outbox.append(request)
 
-    def _backup(self, result: Result) -> None:
-        full = apply_scores(self.tree, self._new, result)
-        best: dict[int, float] = {}  # expanded node_id -> its best new child's value
+    def _backup(self, result: Result | None) -> None:
+        full = apply_scores(self.tree, self._new, result) if result is not None else {}
         for child_id in self._new:
             child = self.tree[child_id]
             value = path_value(self.tree, child_id, self.params.agg, full.get(child_id))
             self.leaf_values[child_id] = value
             child.visits, child.value_sum = 1, value  # its own evaluation counts as one visit
-            best[child.parent_id] = max(best.get(child.parent_id, 0.0), value)
-        for node_id, value in best.items():
-            self.tree.backpropagate(node_id, value)
+        for node_id, sampled in self._sampled.items():
+            if sampled:
+                self.tree.backpropagate(node_id, max(self.tree[c].value for c in sampled))
         self._end_wave()
 
     def _end_wave(self) -> None:
         self._virtual.clear()
         self._expanding.clear()
         self._results.clear()
+        self._sampled.clear()
         self._new = []
         self._rollouts = None
         self._scoring = None
