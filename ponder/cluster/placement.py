@@ -59,7 +59,7 @@ class RolePlacement:
 
     Args:
         res: what to reserve.
-        name: the role, for placement-group names and messages.
+        name: the role, for messages.
         timeout_s: how long to wait for the groups to be placed.
 
     Raises:
@@ -73,11 +73,10 @@ class RolePlacement:
         self.groups: list[PlacementGroup] = []
         if res.tensor_parallel_size > 1:
             for i in range(res.num_replicas):
-                self.groups.append(placement_group(self._tp_bundles(), strategy="STRICT_PACK",
-                                                   name=f"ponder-{name}-{i}"))
+                self.groups.append(placement_group(self._tp_bundles(), strategy="STRICT_PACK"))
         elif self._bundle():
             self.groups.append(placement_group([self._bundle()] * res.num_replicas,
-                                               strategy=res.placement, name=f"ponder-{name}"))
+                                               strategy=res.placement))
         self._wait(timeout_s)
 
     def _bundle(self) -> dict[str, float]:

@@ -89,7 +89,8 @@ def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_
         if isinstance(e, GetTimeoutError):
             raise TimeoutError(f"{role} replicas ({spec.name}) did not start within "
                                f"{timeout_s:.0f}s") from None
-        raise RuntimeError(f"{role} replica ({spec.name}) failed to start: {e}") from None
+        cause = str(e).strip().splitlines()[-1]  # the backend's exception, not Ray's traceback
+        raise RuntimeError(f"{role} replica ({spec.name}) failed to start: {cause}") from e
     pool = ReplicaPool(actors, method, factory=make, max_in_flight_batches=max_in_flight_batches,
                        affinity_margin=affinity_margin, max_attempts=max_attempts, name=role)
     return pool, placement
