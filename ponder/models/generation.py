@@ -106,19 +106,30 @@ class BatchGenerator:
         """Compute each prompt past its longest cached prefix; bucket equal lengths into one forward."""
         buckets: dict[int, list[tuple[_Stream, GroupCache]]] = {}  # new positions -> (stream, its group)
         for s in streams:
-            s.entry = self.cache.lookup(s.prompt_ids, max_len=len(s.prompt_ids) - 1)
+            prompt_len = len(s.prompt_ids)
+            s.entry = self.cache.lookup(s.prompt_ids)
+            if s.entry is not None and len(s.entry.tokens) == prompt_len and s.entry.next_logits is not None:
+                s.num_cached = prompt_len  # seen before, logits and all: nothing to compute
+                self._start_decoding(s, s.entry.next_logits.unsqueeze(0))
+                continue
+            if s.entry is not None and len(s.entry.tokens) == prompt_len:
+                s.entry = self.cache.lookup(s.prompt_ids, max_len=prompt_len - 1)
             s.num_cached = len(s.entry.tokens) if s.entry is not None else 0
-            group = self._group_after(s.entry, 1, len(s.prompt_ids) - s.num_cached)
-            buckets.setdefault(len(s.prompt_ids) - s.num_cached, []).append((s, group))
-        for length, members in buckets.items():
+            group = self._group_after(s.entry, 1, prompt_len - s.num_cached)
+            buckets.setdefault(prompt_len - s.num_cached, []).append((s, group))
+        for members in buckets.values():
             idx = torch.tensor([s.prompt_ids[s.num_cached:] for s, _ in members])  # (R, T)
             logits = self.model.forward_groups(idx, [g for _, g in members])[:, -1]  # (R, V)
             for row, (s, group) in enumerate(members):
                 k, v = group.row_suffix(0)  # (L, nh, T, hs) the prompt's new positions
-                s.entry = self.cache.insert(tuple(s.prompt_ids), s.entry, k, v)
-                full_k, full_v, _ = s.entry.full()  # (L, nh, P, hs)
-                s.group = GroupCache(full_k, full_v, s.request.n, s.limit)
-                s.logits = logits[row:row + 1].expand(s.request.n, -1)  # (n, V)
+                s.entry = self.cache.insert(tuple(s.prompt_ids), s.entry, k, v, next_logits=logits[row].clone())
+                self._start_decoding(s, logits[row:row + 1])
+
+    def _start_decoding(self, s: _Stream, logits: torch.Tensor) -> None:
+        """The n samples of ``s`` as one group over the prompt's KV; logits (1, V) after the prompt."""
+        full_k, full_v, _ = s.entry.full()  # (L, nh, P, hs)
+        s.group = GroupCache(full_k, full_v, s.request.n, s.limit)
+        s.logits = logits.expand(s.request.n, -1)  # (n, V)
 
     def _group_after(self, entry: CacheEntry | None, num_rows: int, capacity: int) -> GroupCache:
         if entry is None:
@@ -138,7 +149,7 @@ class BatchGenerator:
             s.token_ids[i].append(tok)
             s.logprobs[i] += lp
             if self._finished(s, i, tok):
-                self._cache_sample(s, i, row)
+                self._cache_sample(s, i, row, s.logits[row])
             else:
                 keep.append(row)
         if len(keep) < len(s.active):
@@ -161,12 +172,13 @@ class BatchGenerator:
             return True
         return False
 
-    def _cache_sample(self, s: _Stream, i: int, row: int) -> None:
+    def _cache_sample(self, s: _Stream, i: int, row: int, logits: torch.Tensor) -> None:
         """Keep a finished sample's KV: its fed tokens are all it drew but the last."""
         if s.group.length == 0:
             return
         k, v = s.group.row_suffix(row)  # (L, nh, S, hs)
-        self.cache.insert(tuple(s.prompt_ids + s.token_ids[i][:-1]), s.entry, k, v)
+        self.cache.insert(tuple(s.prompt_ids + s.token_ids[i][:-1]), s.entry, k, v,
+                          next_logits=logits.clone())
 
     def _decode_step(self, streams: list[_Stream]) -> None:
         """Feed every active sample's last token through the model, batched over all groups."""

@@ -17,10 +17,11 @@ import torch
 class CacheEntry:
     """KV of ``tokens[start:]``; the positions before ``start`` live in ``parent``."""
 
-    __slots__ = ("tokens", "parent", "start", "k", "v", "values")
+    __slots__ = ("tokens", "parent", "start", "k", "v", "values", "next_logits")
 
     def __init__(self, tokens: tuple[int, ...], parent: "CacheEntry | None", k: torch.Tensor,
-                 v: torch.Tensor, values: torch.Tensor | None = None):
+                 v: torch.Tensor, values: torch.Tensor | None = None,
+                 next_logits: torch.Tensor | None = None):
         self.tokens = tokens
         self.parent = parent
         self.start = parent_len = len(parent.tokens) if parent is not None else 0
@@ -28,6 +29,7 @@ class CacheEntry:
         self.k = k  # (L, nh, own positions, hs)
         self.v = v  # (L, nh, own positions, hs)
         self.values = values  # (own positions,) a head's outputs (the PRM's scores), if kept
+        self.next_logits = next_logits  # (V,) the generator's logits after the last position, if kept
 
     def full(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Keys (L, nh, len, hs), values (L, nh, len, hs) and head outputs (len,) of all positions."""
@@ -79,13 +81,16 @@ class PrefixCache:
         return None
 
     def insert(self, tokens: tuple[int, ...], parent: CacheEntry | None, k: torch.Tensor,
-               v: torch.Tensor, values: torch.Tensor | None = None) -> CacheEntry:
+               v: torch.Tensor, values: torch.Tensor | None = None,
+               next_logits: torch.Tensor | None = None) -> CacheEntry:
         """Cache the KV of ``tokens[len(parent.tokens):]`` (the rest is ``parent``'s); return the entry."""
         existing = self._entries.get(tokens)
         if existing is not None:
             self._entries.move_to_end(tokens)
+            if existing.next_logits is None:
+                existing.next_logits = next_logits
             return existing
-        entry = CacheEntry(tokens, parent, k, v, values)
+        entry = CacheEntry(tokens, parent, k, v, values, next_logits)
         if self.max_num_tokens <= 0:
             return entry  # caching off: the entry still serves this one call
         self._entries[tokens] = entry
