@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ponder.actors.backends.prm import PRMConvention, label_token_ids, render_path, resolve_convention, tag_token_positions
+from ponder.actors.backends.prm import PRMConvention, encode_path, label_token_ids, resolve_convention, step_probs
 from ponder.kernels import sample
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
@@ -314,7 +314,7 @@ class HFVerifier:
         for i, req in enumerate(requests):
             for j, steps in enumerate(req.paths):
                 if steps:
-                    jobs.append((i, j, *self._encode_path(req.prompt, steps)))
+                    jobs.append((i, j, *encode_path(self.tokenizer, self.convention, req.prompt, steps)))
         scores = [[[] for _ in req.paths] for req in requests]  # request -> path -> step scores
         num_tokens = [0] * len(requests)
         for start in range(0, len(jobs), self.max_batch_paths):
@@ -323,11 +323,6 @@ class HFVerifier:
                 scores[i][j] = probs
                 num_tokens[i] += len(ids)
         return [ScoreResult(req.request_id, scores[i], num_tokens[i], 0) for i, req in enumerate(requests)]
-
-    def _encode_path(self, prompt: str, steps: list[str]) -> tuple[list[int], list[int]]:
-        text, tag_ends = render_path(self.convention, prompt, steps, self.tokenizer)
-        enc = self.tokenizer(text, return_offsets_mapping=True)
-        return enc["input_ids"], tag_token_positions(enc["offset_mapping"], tag_ends)
 
     @torch.inference_mode()
     def _score_batch(self, batch) -> list[list[float]]:
@@ -343,8 +338,6 @@ class HFVerifier:
         for b, (_, _, _, positions) in enumerate(batch):
             at_tags = logits[b, positions]  # (S, V) or (S, C)
             if self.label_ids is not None:
-                probs = at_tags[:, self.label_ids].softmax(-1)[:, 0]  # (S,) P(good) over (good, bad)
-            else:
-                probs = at_tags.softmax(-1)[:, self.convention.good_class]  # (S,)
-            result.append(probs.tolist())
+                at_tags = at_tags[:, self.label_ids]  # (S, 2) logits of (good, bad)
+            result.append(step_probs(at_tags, self.convention))
         return result

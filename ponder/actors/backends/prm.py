@@ -170,3 +170,32 @@ def label_token_ids(tokenizer, label_tokens: tuple[str, str]) -> tuple[int, int]
             raise ValueError(f"PRM label token {label!r} must be exactly one token, got ids {encoded}")
         ids.append(encoded[0])
     return ids[0], ids[1]
+
+
+def encode_path(tokenizer, convention: PRMConvention, prompt: str, steps: list[str]) -> tuple[list[int], list[int]]:
+    """Token ids of one path's PRM input and the token index where each step is scored.
+
+    Raises:
+        ValueError: a tokenizer without offset mapping (a slow tokenizer), or as :func:`render_path`.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("PRM scoring needs a fast tokenizer (character offsets); this checkpoint has a slow one")
+    text, tag_ends = render_path(convention, prompt, steps, tokenizer)
+    enc = tokenizer(text, return_offsets_mapping=True)
+    return list(enc["input_ids"]), tag_token_positions(enc["offset_mapping"], tag_ends)
+
+
+def step_probs(logits_at_tags, convention: PRMConvention) -> list[float]:
+    """P(good) for each step from the logits at its tag.
+
+    Args:
+        logits_at_tags: (S, 2) torch tensor: in "label_tokens" mode the logits of
+            (good, bad) label tokens, in "reward_head" mode the head's class logits (S, C).
+        convention: which column means good.
+
+    Returns:
+        S floats in [0, 1].
+    """
+    probs = logits_at_tags.float().softmax(-1)  # (S, 2) or (S, C)
+    good = 0 if convention.mode == "label_tokens" else convention.good_class
+    return probs[:, good].tolist()
