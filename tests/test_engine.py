@@ -172,3 +172,98 @@ def test_duplicate_problem_ids_are_rejected(tmp_path):
     task, problems, gen, ver = scripted_job(num_problems=2)
     with pytest.raises(ValueError, match="appears twice"):
         run_inprocess(inprocess_config(), [problems[0], problems[0]], tmp_path, gen, ver, task=task)
+
+
+# -- on a real local Ray (one per module) ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    from ponder.cluster.runtime import connect
+
+    runtime = connect(num_cpus=2, log_to_driver=False)
+    yield runtime
+    runtime.shutdown()
+
+
+def ray_config(scripted: list, strategy: str = "beam", **budget):
+    """Scripted backends in actors: two generator replicas, one verifier, half a CPU each."""
+    role = {"backend": "scripted", "num_cpus": 0.5, "kwargs": {"problems": scripted, "seed": 1}}
+    return load_config(data={
+        "search": {"strategy": strategy, "params": SMALL_PARAMS[strategy], "seed": 3},
+        "generator": {**role, "num_replicas": 2}, "verifier": role, "budget": budget,
+        "engine": {"max_batch_requests": 2, "max_in_flight_batches": 2},
+        "output": {"progress": "off"}})
+
+
+@pytest.mark.ray
+def test_engine_on_ray_actors_with_budget(ray_runtime, tmp_path):
+    from ponder.cluster.engine import Engine, build_ray_pools
+
+    task, problems, gen, _ = scripted_job(num_problems=6)
+    cap = 5_000_000  # twice what these searches need: the cap is checked, not binding
+    config = ray_config(gen.problems, "beam", flops_per_problem=cap)
+    pools = build_ray_pools(config, connect_ray=False)
+    try:
+        with Engine(config, task, pools=pools) as engine:
+            summary = engine.run(problems, tmp_path / "a")
+            again = engine.run(problems[:2], tmp_path / "b")  # the same actors serve a second job
+        stats = pools.generator.stats()
+    finally:
+        pools.shutdown()
+    lines = read_results(tmp_path / "a")
+    assert sorted(line["id"] for line in lines) == [p.problem_id for p in problems]
+    assert all(0 < line["flops"] <= line["budget_flops"] == cap for line in lines)
+    assert all(line["correct"] == (line["answer"] == str(40 + int(line["id"]))) for line in lines)
+    assert summary["num_solved"] >= 4 and again["num_problems"] == 2
+    assert stats["num_calls"] >= 2 and stats["num_given_up"] == 0
+
+
+@pytest.mark.ray
+def test_ponder_solve_joins_a_running_ray(ray_runtime, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "RAY_ADDRESS": ray_runtime.address}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ponder.cluster.cli", "solve", "--range", "0:4", "--out", str(out),
+         "--set", "generator.backend=scripted", "--set", "generator.kwargs.instant_steps=4",
+         "--set", "verifier.backend=scripted", "--set", "verifier.kwargs.instant=true",
+         "--set", "generator.num_cpus=0.5", "--set", "verifier.num_cpus=0.5",
+         "--set", "budget.flops_per_problem=2e7"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = read_results(out)
+    assert sorted(line["id"] for line in lines) == ["0", "1", "2", "3"]
+    assert all(0 < line["flops"] <= line["budget_flops"] for line in lines)
+    assert json.loads((out / "summary.json").read_text())["num_problems"] == 4
+
+
+def embedded_weights_missing() -> bool:
+    try:
+        from ponder.models import checkpoint
+    except ImportError:
+        return True
+    return not (Path(checkpoint.WEIGHTS_DIR) / "generator.safetensors").is_file()
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(embedded_weights_missing(), reason="embedded weights not shipped yet")
+def test_embedded_models_solve_easy_game24_puzzles(ray_runtime, tmp_path):
+    from ponder.cluster.engine import Engine, build_ray_pools
+    from ponder.tasks import game24, get_task
+
+    task = get_task("game24")
+    problems = game24.load_puzzles()[:4]  # ranks 1-4 of 24.csv: solved by 99% of people
+    config = load_config(REPO / "configs" / "game24.yaml", [
+        "generator.num_cpus=1", "verifier.num_cpus=1", "output.progress=off"])
+    pools = build_ray_pools(config, connect_ray=False)
+    try:
+        with Engine(config, task, pools=pools) as engine:
+            summary = engine.run(problems, tmp_path)
+    finally:
+        pools.shutdown()
+    lines = read_results(tmp_path)
+    assert len(lines) == len(problems)
+    by_id = {p.problem_id: p for p in problems}
+    for line in lines:  # every answer checked again by the task's exact verifier
+        assert line["correct"] == game24.verify(by_id[line["id"]], line["answer"])
+        assert line["flops"] <= line["budget_flops"]
+    assert summary["num_solved"] >= 2

@@ -1,5 +1,7 @@
 """The ``ponder`` command: ``ponder solve`` runs a search job, ``ponder train`` trains the embedded models.
 
+``solve()`` is the same job from Python (``ponder.solve``).
+
 Errors a user can cause (a missing problems file, a bad config value, a malformed
 JSONL line) print one line on stderr and exit with status 2; ``--debug`` shows the
 traceback instead.
@@ -11,6 +13,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 EXIT_USAGE = 2  # bad input: config, problems file, arguments
 EXIT_FAILED = 1  # the job itself failed (an actor died for good, a backend error)
@@ -119,18 +122,50 @@ def _one_line(e: BaseException) -> str:
 
 def solve_command(args: argparse.Namespace) -> int:
     """``ponder solve``: load config and problems, run the job, print where the results are."""
-    from ponder.cluster.engine import run_job
     from ponder.config import load_config
 
     config = load_config(args.config, args.overrides)
     if args.no_progress:
         config.output.progress = "off"
-    task = make_task(config)
-    problems = load_job_problems(config, task, args.problems, args.range_)
     out_dir = Path(args.out or config.output.dir or default_out_dir())
-    summary = run_job(config, problems, out_dir, task=task)
+    summary = solve(config, args.problems, out_dir, range_=args.range_)
     print(format_summary(summary, out_dir))
+    if summary.get("num_failed"):
+        print(f"ponder solve: {summary['num_failed']} problems failed; see 'error' in "
+              f"{out_dir / 'results.jsonl'}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
+
+
+def solve(config: Any = None, problems: Any = None, out_dir: str | Path | None = None,
+          range_: str | None = None, overrides: Sequence[str] = (), progress: bool = True) -> dict:
+    """``ponder solve`` from Python: run a job and return its summary.
+
+    Args:
+        config: a Config, a YAML path, or None for the defaults.
+        problems: a JSONL / 24.csv path, a list of ``ponder.tasks.Problem``, or None for
+            the config's ``task.problems`` or the task's bundled data.
+        out_dir: the run directory (default: ``output.dir``, else runs/<timestamp>).
+        range_: ``"A:B"``, problems A..B-1 of the file.
+        overrides: ``key=value`` strings applied to a config loaded from a path.
+        progress: False shows no progress.
+
+    Returns:
+        The summary (also written to ``out_dir/summary.json``).
+
+    Raises:
+        ConfigError, ValueError, OSError: bad config or problems (one-line messages).
+    """
+    from ponder.cluster.engine import run_job
+    from ponder.config import Config, load_config
+
+    if not isinstance(config, Config):
+        config = load_config(config, list(overrides))
+    task = make_task(config)
+    if problems is None or isinstance(problems, (str, Path)):
+        problems = load_job_problems(config, task, problems, range_)
+    out_dir = Path(out_dir or config.output.dir or default_out_dir())
+    return run_job(config, list(problems), out_dir, progress=progress, task=task)
 
 
 def make_task(config):
@@ -140,7 +175,7 @@ def make_task(config):
     return get_task(config.task.name, **config.task.kwargs)
 
 
-def load_job_problems(config, task, path: str | None, range_: str | None) -> list:
+def load_job_problems(config, task, path: str | Path | None, range_: str | None) -> list:
     """Problems from ``path``, else ``task.problems``, else the task's own data, sliced by ``range_``.
 
     Raises:

@@ -95,7 +95,7 @@ def build_ray_pools(config: Config, connect_ray: bool = True) -> RayPools:
         connect_ray: False when this process is already connected to Ray; then
             shutting the pools down leaves Ray running.
     """
-    from ponder.actors import build_pools
+    from ponder.cluster.pools import build_pools
 
     runtime = None
     if connect_ray:
@@ -296,7 +296,8 @@ class Engine:
             writer.totals, total_flops=job.budget.job_spent,
             flops_by_model=job.budget.spent_by_model(), wall_seconds=wall,
             strategy=config.search.strategy, strategy_params=config.search.params,
-            budget=asdict(config.budget), task=config.task.name, num_requested=num_requested)
+            budget=asdict(config.budget), task=getattr(self.task, "name", "") or config.task.name,
+            num_requested=num_requested)
         summary["num_failed"] = len(job.errors)
         summary["setup_seconds"] = round(self.setup_seconds, 3)
         summary["models"] = {"generator": asdict(job.scheduler.generator_spec),

@@ -1,0 +1,158 @@
+"""The ``ponder`` command as a user runs it: help, bad input, and a whole ``ponder solve``.
+
+Each bad input must give exit status 2 and one line on stderr naming the problem,
+with no traceback unless ``--debug``. Runs use ``ray.mode=inprocess`` and the
+scripted fake backend (no model, no Ray); ``test_engine.py`` covers Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ponder.cluster.cli import EXIT_USAGE, main
+from ponder.cluster.results import read_results
+from ponder.search import iter_strategies
+from ponder.tasks import game24
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTED = [  # fake models that need no weights: generic steps, hash scores
+    "--set", "ray.mode=inprocess",
+    "--set", "generator.backend=scripted", "--set", "generator.kwargs.instant_steps=4",
+    "--set", "verifier.backend=scripted", "--set", "verifier.kwargs.instant=true",
+]
+
+
+def ponder(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ponder.cluster.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("ponder solve: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["solve", "--help"]])
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "solve" in out and "TODO" not in out
+
+
+def test_train_help_comes_from_the_training_module(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--gen-steps" in out and "never trained on" in out
+
+
+def test_missing_problems_file(tmp_path):
+    line = one_error_line(ponder("solve", "--problems", str(tmp_path / "nope.jsonl")))
+    assert "nope.jsonl" in line and "does not exist" in line
+
+
+def test_malformed_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "problem": "1 1 4 6"}\n\n{"id": "b", "problem": \n')
+    line = one_error_line(ponder("solve", "--problems", str(path)))
+    assert f"{path}:3:" in line and "invalid JSON" in line
+
+
+def test_unknown_strategy_lists_the_valid_ones():
+    line = one_error_line(ponder("solve", "--set", "search.strategy=alphago"))
+    assert "'alphago'" in line and all(name in line for name in iter_strategies())
+
+
+def test_unknown_backend_lists_the_valid_ones():
+    line = one_error_line(ponder("solve", "--set", "verifier.backend=tgi"))
+    assert "verifier.backend" in line and "embedded, hf, vllm, scripted" in line
+
+
+@pytest.mark.parametrize("value", ["0", "-1e12"])
+def test_non_positive_budget(value):
+    line = one_error_line(ponder("solve", "--set", f"budget.flops_per_problem={value}"))
+    assert "budget.flops_per_problem must be positive" in line
+
+
+def test_missing_model_path():
+    line = one_error_line(ponder("solve", "--set", "generator.backend=hf"))
+    assert "generator.model_path is required for backend 'hf'" in line
+
+
+def test_bad_config_file_and_override(tmp_path):
+    line = one_error_line(ponder("solve", "--config", str(tmp_path / "none.yaml")))
+    assert "cannot read config file" in line
+    line = one_error_line(ponder("solve", "--set", "search.strategy"))
+    assert "--set expects key=value" in line
+
+
+def test_bad_range():
+    line = one_error_line(ponder("solve", "--range", "10:2", *SCRIPTED))
+    assert "'10:2'" in line
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = ponder("solve", "--problems", str(tmp_path / "nope.jsonl"), "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "FileNotFoundError" in proc.stderr
+
+
+def test_solve_writes_results_and_summary_under_budget(tmp_path):
+    cap = 10**8
+    out = tmp_path / "run"
+    proc = ponder("solve", "--range", "3:8", "--out", str(out), *SCRIPTED,
+                  "--set", f"budget.flops_per_problem={cap}", "--set", "search.strategy=best_of_n",
+                  "--set", "search.params={n: 64, max_solution_tokens: 80}")
+    assert proc.returncode == 0, proc.stderr
+    assert "strategy best_of_n" in proc.stdout and str(out / "summary.json") in proc.stdout
+    lines = read_results(out)
+    puzzles = {p.problem_id: p.problem for p in game24.load_puzzles()}
+    assert sorted(line["id"] for line in lines) == ["3", "4", "5", "6", "7"]
+    for line in lines:
+        assert line["problem"] == puzzles[line["id"]]
+        assert 0 < line["flops"] <= line["budget_flops"] == cap
+        assert line["correct"] is False  # the fake generator's answers are not expressions for 24
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_problems"] == 5 and summary["num_solved"] == 0
+    assert summary["total_flops"] == sum(line["flops"] for line in lines)
+    assert (out / "config.yaml").is_file()
+
+
+def test_solve_reads_jsonl_problems(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "problem": p}) + "\n"
+                            for i, p in enumerate(["4 5 6 10", "1 2 3 4"])))
+    out = tmp_path / "run"
+    assert main(["solve", "--problems", str(path), "--out", str(out), "--no-progress", *SCRIPTED]) == 0
+    assert sorted(line["id"] for line in read_results(out)) == ["q0", "q1"]
+
+
+def test_import_ponder_stays_light():
+    code = ("import sys, ponder; ponder.load_config; ponder.solve; "
+            "heavy = [m for m in ('ray', 'torch') if m in sys.modules]; assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path):
+    import io
+
+    from ponder.cluster.progress import Progress
+
+    stream = io.StringIO()
+    with Progress(4, "auto", interval_s=0.0, stream=stream) as progress:
+        progress.update(1, 1, 1, flops=2_500_000)
+        progress.update(2, 0, 2, flops=7 * 10**12)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[ponder] 1/4 problems, solved 1/1, 2.50e06 FLOPs")
+    assert lines[-1].startswith("[ponder] 3/4 problems, solved 1/3, 7.00e12 FLOPs")
