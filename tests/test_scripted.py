@@ -54,7 +54,8 @@ def test_step_branches_follow_p_correct():
 
 def test_greedy_sampling_takes_the_most_likely_branch():
     gen = ScriptedGenerator([PROBLEM, OTHER])
-    assert gen.generate([step_request(0, OTHER.prompt, n=3, temperature=0.0)])[0].texts == ["step 1: right"] * 3
+    greedy = gen.generate([step_request(0, OTHER.prompt, n=3, temperature=0.0)])[0]
+    assert greedy.texts == ["step 1: right"] * 3
     likely_wrong = ScriptedProblem("Q: likely wrong\n", p_correct=0.1, num_wrong=2)
     gen = ScriptedGenerator([likely_wrong])
     texts = gen.generate([step_request(0, likely_wrong.prompt, n=2, temperature=0.0)])[0].texts

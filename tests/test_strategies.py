@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import pickle
 
 import pytest
 
@@ -29,11 +30,21 @@ SMALL = {  # sizes that keep each test fast
 }
 
 
+class RequestIds:
+    """Hands out request ids; a plain object, so that a strategy holding it pickles."""
+
+    def __init__(self):
+        self.next_id = 0
+
+    def __call__(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+
 def make(name: str, problem: ScriptedProblem = TRAP, seed: int = 0, **params):
     cls = get_strategy(name)
-    ids = itertools.count()
     return cls(Tree(problem.prompt.strip(), problem.prompt), TASK,
-               cls.Params.from_dict({**SMALL[name], **params}), seed, lambda: next(ids))
+               cls.Params.from_dict({**SMALL[name], **params}), seed, RequestIds())
 
 
 def solve(name: str, problem: ScriptedProblem = TRAP, seed: int = 0, generator=None, shuffle_seed=None,
@@ -71,7 +82,8 @@ def test_params_reject_unknown_keys_and_bad_values(name):
 
 
 def test_bad_selection_names_the_value_and_the_valid_ones():
-    with pytest.raises(ValueError, match="search.selection must be one of majority, weighted, best; got 'vote'"):
+    message = "search.selection must be one of majority, weighted, best; got 'vote'"
+    with pytest.raises(ValueError, match=message):
         get_strategy("beam").Params.from_dict({"selection": "vote"})
 
 
@@ -116,10 +128,11 @@ def test_beam_keeps_its_width_and_prunes_the_rest():
     tree = strategy.tree
     pruned = [n for n in tree.nodes if n.status == NodeStatus.PRUNED]
     assert pruned and all(not n.children for n in pruned)
-    for level in levels[1:]:  # the beams kept are never worse than a pruned sibling level
-        kept = min(strategy.search.values[n] for n in level)
-        dropped = [strategy.search.values[n.node_id] for n in pruned if n.depth == tree[next(iter(level))].depth]
-        assert all(kept >= d for d in dropped)
+    values = strategy.search.values
+    for level in levels[1:]:  # the beams kept are never worse than a child pruned beside them
+        depth = tree[next(iter(level))].depth
+        dropped = [values[n.node_id] for n in pruned if n.depth == depth]
+        assert all(min(values[n] for n in level) >= d for d in dropped)
 
 
 def test_beam_lookahead_rolls_out_before_scoring_and_keeps_rollouts_off_the_tree():
@@ -237,6 +250,17 @@ def test_stopped_for_budget_gives_the_best_so_far(name):
     assert len(strategy.tree) == num_nodes
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_a_search_in_progress_pickles_and_resumes_the_same(name):
+    strategy = make(name)
+    generator, verifier = ScriptedGenerator([TRAP]), ScriptedVerifier([TRAP])
+    drive(strategy, generator, verifier, rounds=2)
+    copy = pickle.loads(pickle.dumps(strategy))
+    answer = run_inprocess([strategy], generator, verifier)[0]
+    assert run_inprocess([copy], generator, verifier)[0] == answer
+    assert canonical(copy.tree) == canonical(strategy.tree)
+
+
 def test_stopped_after_some_paths_finished_answers_from_them():
     strategy = make("mcts", num_simulations=1000)
     generator, verifier = ScriptedGenerator([TRAP]), ScriptedVerifier([TRAP])
@@ -250,7 +274,7 @@ def test_stopped_after_some_paths_finished_answers_from_them():
 
 
 class ShrinkingGenerator(ScriptedGenerator):
-    """Returns at most ``max_texts`` texts per request (``0`` for every ``starve``-th request), as a budget-shrunk scheduler would."""
+    """At most ``max_texts`` texts per request (none for every ``starve``-th), as a budget shrink gives."""
 
     def __init__(self, problems, max_texts: int, starve: int = 0):
         super().__init__(problems)

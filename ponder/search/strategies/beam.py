@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ponder.search.aggregate import check_aggregation
 from ponder.search.strategies.base import Answer, StrategyParams, register
 from ponder.search.strategies.common import SELECTIONS, answer_from, check_at_least, check_choice
-from ponder.search.strategies.levels import LevelSearch, LevelStrategy, SelectPolicy, ranked, spread
+from ponder.search.strategies.levels import LevelSearch, LevelStrategy, ranked, spread
 
 
 @dataclass
@@ -47,8 +47,11 @@ class BeamParams(StrategyParams):
         check_choice("selection", self.selection, SELECTIONS)
 
 
-def keep_top(width: int, samples_per_level: int, rank_terminals: bool = False) -> SelectPolicy:
+@dataclass(frozen=True)
+class KeepTop:
     """The beam policy: the ``width`` best children survive and share the level's samples.
+
+    A plain callable object rather than a closure, so a search in progress pickles.
 
     Args:
         width: children kept per level.
@@ -58,18 +61,21 @@ def keep_top(width: int, samples_per_level: int, rank_terminals: bool = False) -
             for the ``width`` slots and only those kept are collected.
     """
 
-    def select(search: LevelSearch, children: list[int], values: dict[int, float]):
+    width: int
+    samples_per_level: int
+    rank_terminals: bool = False
+
+    def __call__(self, search: LevelSearch, children: list[int],
+                 values: dict[int, float]) -> tuple[list[int], dict[int, int]]:
         tree = search.strategy.tree
-        if rank_terminals:
-            kept = ranked(children, values)[:width]
+        if self.rank_terminals:
+            kept = ranked(children, values)[: self.width]
             collected = [c for c in kept if tree[c].is_terminal]
             live = [c for c in kept if not tree[c].is_terminal]
         else:
             collected = [c for c in children if tree[c].is_terminal]
-            live = ranked([c for c in children if not tree[c].is_terminal], values)[:width]
-        return collected, spread(samples_per_level, live)
-
-    return select
+            live = ranked([c for c in children if not tree[c].is_terminal], values)[: self.width]
+        return collected, spread(self.samples_per_level, live)
 
 
 @register
@@ -84,7 +90,7 @@ class BeamSearch(LevelStrategy):
         p: BeamParams = self.params
         samples = p.beam_width * p.expansion_factor
         self.search = LevelSearch(
-            self, start_id=0, first_width=samples, select=keep_top(p.beam_width, samples),
+            self, start_id=0, first_width=samples, select=KeepTop(p.beam_width, samples),
             agg=p.agg, seed=self.seed_for(), num_terminals=p.num_terminals or p.beam_width,
             lookahead=p.lookahead, lookahead_temperature=p.lookahead_temperature)
 

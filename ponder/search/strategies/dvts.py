@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ponder.search.aggregate import check_aggregation
 from ponder.search.messages import Request, Result
 from ponder.search.strategies.base import Answer, StrategyParams, Strategy, register
-from ponder.search.strategies.beam import keep_top
+from ponder.search.strategies.beam import KeepTop
 from ponder.search.strategies.common import SELECTIONS, answer_from, check_at_least, check_choice
 from ponder.search.strategies.levels import LevelSearch
 
@@ -53,7 +53,7 @@ class DVTS(Strategy):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         p: DVTSParams = self.params
-        policy = keep_top(1, p.beam_width, rank_terminals=True)
+        policy = KeepTop(1, p.beam_width, rank_terminals=True)
         self.subtrees = [
             LevelSearch(self, start_id=0, first_width=p.beam_width, select=policy, agg=p.agg,
                         seed=self.seed_for(), num_terminals=1, lookahead=p.lookahead,

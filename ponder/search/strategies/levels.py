@@ -22,7 +22,8 @@ from ponder.search.strategies.common import (add_children, apply_scores, path_va
 from ponder.search.strategies.rollout import Rollouts
 from ponder.search.tree import NodeStatus
 
-# (search, new children, node_id -> value) -> (finished paths to collect, node_id -> next-level width)
+# (search, new children, node_id -> value) -> (finished paths to collect, node_id -> next-level width).
+# Policies are small callable objects (beam.KeepTop, rebase.Balance), not closures, so searches pickle.
 SelectPolicy = Callable[["LevelSearch", list[int], dict[int, float]], tuple[list[int], dict[int, int]]]
 
 

@@ -65,17 +65,23 @@ def softmax_widths(values: dict[int, float], total: int, temperature: float) -> 
     return {n: w for n, w in zip(order, widths) if w > 0}
 
 
-def balance(temperature: float, width: int):
-    """The REBASE policy: collect finished children, share the remaining width by softmax."""
+@dataclass(frozen=True)
+class Balance:
+    """The REBASE policy: collect finished children, share the remaining width by softmax.
 
-    def select(search: LevelSearch, children: list[int], values: dict[int, float]):
+    A plain callable object rather than a closure, so a search in progress pickles.
+    """
+
+    temperature: float
+    width: int
+
+    def __call__(self, search: LevelSearch, children: list[int],
+                 values: dict[int, float]) -> tuple[list[int], dict[int, int]]:
         tree = search.strategy.tree
         collected = [c for c in children if tree[c].is_terminal]
-        remaining = width - len(search.terminals) - len(collected)
+        remaining = self.width - len(search.terminals) - len(collected)
         frontier = {c: values[c] for c in children if not tree[c].is_terminal}
-        return collected, softmax_widths(frontier, remaining, temperature)
-
-    return select
+        return collected, softmax_widths(frontier, remaining, self.temperature)
 
 
 @register
@@ -89,7 +95,7 @@ class Rebase(LevelStrategy):
         super().__init__(*args, **kwargs)
         p: RebaseParams = self.params
         self.search = LevelSearch(self, start_id=0, first_width=p.width,
-                                  select=balance(p.balance_temperature, p.width),
+                                  select=Balance(p.balance_temperature, p.width),
                                   agg=p.agg, seed=self.seed_for())
 
     def answer(self) -> Answer:
