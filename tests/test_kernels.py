@@ -67,6 +67,7 @@ GRID = [
     (3, 2, 2048, 256, 5, 128),
     (33, 3, 100, 5, 3, 32),  # odd sizes
     (64, 1, 0, 256, 2, 64),  # no prefix, many siblings
+    (64, 2, 2048, 16, 16, 32),  # 1,024 query rows: the prefix scores are split into row chunks
 ]
 
 
@@ -217,6 +218,14 @@ def test_top_p_keeps_smallest_set_with_enough_mass(top_p):
         assert int(kept[row].sum()) == smallest
         assert probs[row][kept[row]].sum() >= top_p
         assert probs[row][kept[row]].min() >= probs[row][~kept[row]].max()  # the most likely ones
+
+
+@pytest.mark.parametrize("top_p, num_kept", [(0.5, 1), (0.75, 2), (0.875, 3), (0.5001, 2), (0.9, 5)])
+def test_top_p_mass_exactly_p_is_enough(top_p, num_kept):
+    # Powers of two are exact in float32, so the mass reaches p exactly at the boundary.
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.0625, 0.0625]]))  # (1, V)
+    kept = sampling_probs(logits, top_p=top_p)[0] > 0  # (V,)
+    assert int(kept.sum()) == num_kept  # 5 at p=0.9: the last two tie, and ties are kept together
 
 
 def test_top_p_applies_to_top_k_survivors():

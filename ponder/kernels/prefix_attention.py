@@ -91,6 +91,9 @@ def merge_attention_states(
     return out, lse
 
 
+_MAX_SCORE_ELEMENTS = 1 << 20  # 4 MiB of float32 scores per prefix chunk
+
+
 def _attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +119,11 @@ def _prefix_part(
     n, num_heads, t, d = q.shape
     # Stack the queries of all siblings: the prefix is read once for n*T rows.
     q_rows = q.permute(1, 0, 2, 3).reshape(num_heads, n * t, d)  # (H, n*T, D)
-    out, lse = _attend(q_rows, k_prefix, v_prefix)  # (H, n*T, D), (H, n*T)
+    # Row chunks bound the (H, rows, P) score buffer; rows are independent, so no merge.
+    rows_per_chunk = max(1, _MAX_SCORE_ELEMENTS // (num_heads * k_prefix.shape[1]))
+    parts = [_attend(chunk, k_prefix, v_prefix) for chunk in q_rows.split(rows_per_chunk, dim=1)]
+    out = torch.cat([o for o, _ in parts], dim=1)  # (H, n*T, D)
+    lse = torch.cat([l for _, l in parts], dim=1)  # (H, n*T)
     out = out.reshape(num_heads, n, t, d).permute(1, 0, 2, 3)  # (n, H, T, D)
     lse = lse.reshape(num_heads, n, t).permute(1, 0, 2)  # (n, H, T)
     return out, lse
