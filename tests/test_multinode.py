@@ -1,0 +1,124 @@
+"""Placement and failure on a simulated multi-node cluster (``ray.cluster_utils.Cluster``).
+
+Three Ray nodes run on this machine, each with one CPU and a custom resource
+naming it. Replicas of half a CPU would all fit on one node, so where they land
+is decided by the placement strategy from config, which is what these tests check.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from ponder.actors import collect
+from ponder.cluster.pools import build_pool
+from ponder.cluster.runtime import connect
+from ponder.search.messages import GenerateRequest
+from ponder.search.scripted import ScriptedProblem
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TESTS_DIR = str(Path(__file__).resolve().parent)
+PROBLEMS = tuple(ScriptedProblem(prompt=f"node puzzle {i}\n") for i in range(2))
+ZONES = ("zone_a", "zone_b", "zone_c")  # one custom resource per node, head first
+FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
+                      "health_check_initial_delay_ms": 1000}  # notice a lost node in seconds
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # Cluster writes its address file under RAY_TMPDIR: keep it (and every socket) private.
+    temp = tempfile.mkdtemp(prefix="ponder-mn-", dir="/tmp")
+    old_tmp = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
+    sim = Cluster(initialize_head=True, head_node_args=dict(
+        num_cpus=1, resources={ZONES[0]: 1}, include_dashboard=False,
+        _system_config=FAST_HEALTH_CHECKS))
+    for zone in ZONES[1:]:
+        sim.add_node(num_cpus=1, resources={zone: 1})
+    path = os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)
+    rt = connect(address=sim.address, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield sim
+    rt.shutdown()
+    sim.shutdown()
+    if old_tmp is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = old_tmp
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def zone_of(node_id: str) -> str:
+    node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+    return next(z for z in ZONES if z in node["Resources"])
+
+
+def scripted(placement: str, num_replicas: int = 2, **extra) -> dict:
+    return dict(backend="scripted", num_replicas=num_replicas, num_cpus=0.5, placement=placement,
+                kwargs=dict(problems=PROBLEMS), **extra)
+
+
+def test_cluster_has_three_nodes(cluster):
+    assert sorted(zone_of(n["NodeID"]) for n in ray.nodes() if n["Alive"]) == sorted(ZONES)
+
+
+@pytest.mark.parametrize("strategy, distinct", [("STRICT_SPREAD", 3), ("SPREAD", 3), ("STRICT_PACK", 1)])
+def test_replicas_land_where_the_placement_strategy_says(cluster, strategy, distinct):
+    replicas = 3 if distinct == 3 else 2
+    pool, placement = build_pool(scripted(strategy, replicas), "generator", timeout_s=120)
+    try:
+        nodes = [info.node_id for info in pool.replica_info()]
+        assert len(set(nodes)) == distinct, (strategy, nodes)
+    finally:
+        pool.shutdown()
+        placement.remove()
+
+
+def test_custom_resources_pin_replicas_to_their_node(cluster):
+    pool, placement = build_pool(scripted("PACK", resources={"zone_c": 0.5}), "verifier")
+    try:
+        assert {zone_of(info.node_id) for info in pool.replica_info()} == {"zone_c"}
+    finally:
+        pool.shutdown()
+        placement.remove()
+
+
+def test_losing_a_node_loses_no_request(cluster, tmp_path):
+    cfg = dict(backend="test_fault:SlowScriptedGenerator", num_replicas=2, num_cpus=0.5,
+               placement="STRICT_SPREAD",
+               kwargs=dict(problems=PROBLEMS, delay_s=0.5, marker_dir=str(tmp_path)))
+    pool, placement = build_pool(cfg, "generator", max_in_flight_batches=1, timeout_s=120)
+    try:
+        infos = pool.replica_info()
+        head = cluster.head_node.node_id
+        victim = next(i for i in infos if i.node_id != head)
+        node = next(n for n in cluster.worker_nodes if n.node_id == victim.node_id)
+        batches = [[GenerateRequest(request_id=10 * b + i, prefix=PROBLEMS[i % 2].prompt,
+                                    prefix_id=f"n{i % 2}:0") for i in range(4)] for b in range(6)]
+        for batch in batches:
+            pool.dispatch(batch)
+        while not any(tmp_path.glob(f"{victim.pid}-*")):
+            time.sleep(0.02)
+        cluster.remove_node(node, allow_graceful=False)
+        got, deadline = [], time.monotonic() + 120
+        while pool.num_in_flight:
+            assert time.monotonic() < deadline, pool.stats()
+            got += collect([pool], timeout=1)
+        assert sorted(r.request_id for r in got) == sorted(r.request_id for b in batches for r in b)
+        assert pool.stats()["num_failures"] >= 1
+        while pool.stats()["num_healthy"] < 2:  # Ray re-places the lost bundle, restarts the actor
+            assert time.monotonic() < deadline, pool.stats()
+            collect([pool], timeout=0.5)
+        nodes = {info.node_id for info in pool.replica_info()}
+        assert len(nodes) == 2 and victim.node_id not in nodes  # still spread, off the lost node
+    finally:
+        pool.shutdown()
+        placement.remove()
