@@ -46,11 +46,11 @@ def test_classify_bins_by_agreement_and_verifier_scores():
 
 
 def test_estimate_difficulty_summarizes_a_probe():
-    est = estimate_difficulty("p", ["42", "7", "42", None], [0.9, 0.95, 0.6, 0.99], num_samples=4,
+    est = estimate_difficulty("p", ["42", "7", "42", None], [0.9, 0.95, 0.6, 0.99], num_samples=5,
                               spent=123)
-    assert est.agreement == pytest.approx(2 / 3)
+    assert est.agreement == pytest.approx(2 / 5)  # of all samples, cut-off ones included
     assert est.majority_score == 0.9 and est.best_score == 0.95  # an unanswered path does not count
-    assert est.num_samples == 4 and est.spent == 123
+    assert est.num_samples == 5 and est.spent == 123
     with pytest.raises(ValueError, match="one score per answer"):
         estimate_difficulty("p", ["1"], [], num_samples=1)
 

@@ -110,8 +110,10 @@ def test_results_never_cost_more_than_the_budget_reserves():
 
 def test_instant_mode_makes_generic_steps_that_end():
     gen = ScriptedGenerator(instant_steps=3)
-    texts = gen.generate([step_request(0, "any\nprompt\ninstant step 1.0\n", n=2)])[0].texts
+    texts = gen.generate([step_request(0, "any\nprompt\ninstant step 1.0\n", n=2, seed=None)])[0].texts
     assert texts == ["instant step 2.0", "instant step 2.1"]
+    seeded = gen.generate([step_request(0, "any\nprompt\ninstant step 1.0\n", n=2, seed=7)])[0].texts
+    assert seeded == ["instant step 2.7", "instant step 2.8"]  # another request, other samples
     last = gen.generate([step_request(0, "any\nprompt\ninstant step 1.0\n" + texts[0] + "\n", n=1)])[0].texts
     assert ScriptedTask().is_terminal(last[0])
     whole = gen.generate([GenerateRequest(0, "any prompt\n", n=1, max_new_tokens=100, stop=())])[0]

@@ -7,8 +7,8 @@ samples a cheap probe per problem and reports a ``DifficultyEstimate`` here; the
 ``Allocator`` (one per job, shared through ``JobContext.shared``) then:
 
 1. Bins each problem (``AllocationPolicy.classify``):
-   - easy: the probe's majority answer holds at least ``easy_agreement`` of the
-     answered samples and the verifier scores it at least ``easy_score``;
+   - easy: the probe's majority answer holds at least ``easy_agreement`` of its
+     samples and the verifier scores it at least ``easy_score``;
    - hopeless: no sample answered, or none scores ``hopeless_score`` or more;
    - medium: some answer scores at least ``medium_score``;
    - hard: the rest (the verifier sees something, but is not convinced).
@@ -52,7 +52,7 @@ class DifficultyEstimate:
 
     problem_id: str
     num_samples: int  # probe samples that came back
-    agreement: float  # share of the answered samples that state the majority answer
+    agreement: float  # share of all probe samples that state the majority answer
     majority_score: float  # best aggregated verifier score among the majority answer's samples
     best_score: float  # best aggregated verifier score of any answered sample
     spent: int = 0  # FLOPs the probe cost; 0 if unknown
@@ -62,15 +62,23 @@ def estimate_difficulty(problem_id: str, answers: Sequence[str | None], scores: 
                         num_samples: int, spent: int = 0) -> DifficultyEstimate:
     """Summarize a probe: its answers (None: no answer) and their aggregated verifier scores.
 
+    Args:
+        answers: one per finished sample; None where a sample states no answer.
+        scores: their aggregated verifier scores.
+        num_samples: samples the probe drew, finished or not: a sample cut off before
+            its answer counts against agreement.
+        spent: FLOPs the probe cost.
+
     Raises:
         ValueError: if ``answers`` and ``scores`` differ in length.
     """
     if len(answers) != len(scores):
         raise ValueError(f"one score per answer needed, got {len(answers)} and {len(scores)}")
-    winner, share = majority_vote(answers)
+    winner, _ = majority_vote(answers)
     answered = [s for a, s in zip(answers, scores) if a is not None]
     majority = [s for a, s in zip(answers, scores) if a is not None and a == winner]
-    return DifficultyEstimate(problem_id, num_samples, share, max(majority, default=0.0),
+    agreement = len(majority) / max(num_samples, len(answers), 1)
+    return DifficultyEstimate(problem_id, num_samples, agreement, max(majority, default=0.0),
                               max(answered, default=0.0), spent)
 
 

@@ -153,7 +153,9 @@ class ScriptedGenerator(_ScriptedBackend):
 
     def _generate_one(self, request: GenerateRequest) -> GenerateResult:
         one_step = self.delimiter in request.stop
-        rng = _stable_rng(self.seed, request.seed, request.prefix)
+        # Seeding with a str hashes it (SHA-512): skipped in instant mode, which draws nothing.
+        instant = self.instant_steps is not None
+        rng = None if instant else _stable_rng(self.seed, request.seed, request.prefix)
         texts, logprobs, reasons, generated = [], [], [], 0
         for i in range(request.n):
             steps, logprob = self._sample(request, rng, i, one_step)
@@ -173,13 +175,14 @@ class ScriptedGenerator(_ScriptedBackend):
             num_cached_prompt_tokens=(request.n - 1) * prompt, num_generated_tokens=generated,
             finish_reasons=reasons)
 
-    def _sample(self, request: GenerateRequest, rng: random.Random, index: int,
+    def _sample(self, request: GenerateRequest, rng: random.Random | None, index: int,
                 one_step: bool) -> tuple[list[str], float]:
         """The steps of sample ``index`` (one, or through the answer line) and their logprob."""
         if self.instant_steps is not None:
             first = request.prefix.count(INSTANT_STEP) + 1  # steps so far, whatever the prompt holds
             last = first if one_step else max(first, self.instant_steps)
-            return [self._instant_step(d, index) for d in range(first, last + 1)], -1.0
+            index += request.seed or 0  # samples of different requests differ too
+            return [self._instant_step(d, index % 1000) for d in range(first, last + 1)], -1.0
         problem, steps = self.locate(request.prefix)
         on_track = problem.on_track(steps)
         out, logprob = [], 0.0
