@@ -9,8 +9,12 @@ import pytest
 from ponder.search.budget import BudgetError, BudgetManager, score_path_text, worst_case_tokens
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from ponder.search import get_strategy, iter_strategies
 from ponder.search.scheduler import Scheduler
-from ponder.search.strategies.base import Answer, Strategy, StrategyParams
+from ponder.search.scripted import (ScriptedGenerator, ScriptedProblem, ScriptedVerifier,
+                                    run_inprocess)
+from ponder.search.scripted import ScriptedTask as ScriptedStepTask
+from ponder.search.strategies.base import Answer, JobContext, Strategy, StrategyParams
 from ponder.search.tree import NodeStatus, Tree
 
 GEN = ModelSpec("gen", num_params=10_000, num_layers=2, d_model=16)
@@ -382,3 +386,83 @@ def test_misuse_raises_clear_errors():
         scheduler.schedule()
     with pytest.raises(ValueError, match="max_batch_tokens must be >= 1, got 0"):
         Scheduler(budget, GEN, VER, max_batch_tokens=0)
+
+
+# -- the real strategies, on the scripted backends ------------------------------------------
+
+class ScriptedModels:
+    """ScriptedGenerator + ScriptedVerifier behind the ``run(plan)`` of ScriptedInstantBackend."""
+
+    def __init__(self, problems):
+        self.generator = ScriptedGenerator(problems, seed=1)
+        self.verifier = ScriptedVerifier(problems, seed=2)
+
+    def run(self, plan):
+        results = []
+        for batch in plan.generate_batches:
+            results += self.generator.generate(batch)
+        for batch in plan.score_batches:
+            results += self.verifier.score(batch)
+        return results
+
+
+def _scripted_job(name, params, num_problems, budget):
+    problems = [ScriptedProblem(prompt=f"Problem {i}: find it.\n", p_correct=0.3 + 0.06 * (i % 10))
+                for i in range(num_problems)]
+    cls = get_strategy(name)
+    ids = count()
+    context = JobContext(budget=budget)
+    strategies = [cls(Tree(f"q{i}", p.prompt), ScriptedStepTask(), cls.Params.from_dict(params), i,
+                      lambda: next(ids), context) for i, p in enumerate(problems)]
+    return strategies, ScriptedModels(problems)
+
+
+@pytest.mark.parametrize("name", list(iter_strategies()))
+def test_scheduling_changes_no_answer_without_a_cap(name):
+    reference, models = _scripted_job(name, {}, 12, None)
+    expected = run_inprocess(reference, models.generator, models.verifier)
+    budget = BudgetManager()
+    strategies, models = _scripted_job(name, {}, 12, budget)
+    scheduler = Scheduler(budget, models.generator.model_spec(), models.verifier.model_spec(),
+                          max_batch_requests=5)
+    for strategy in strategies:
+        scheduler.add(strategy)
+    answers = {a.problem_id: a for a in _drive(scheduler, budget, random.Random(5), models)}
+    for want in expected:
+        got = answers[want.problem_id]
+        assert (got.answer, got.trace, got.score, got.stop_reason) == (
+            want.answer, want.trace, want.score, want.stop_reason)
+        assert got.extra["stats"]["flops"] == budget.spent(want.problem_id) > 0
+    assert budget.job_reserved == 0 and sum(a.answer == "42" for a in answers.values()) > 0
+
+
+@pytest.mark.parametrize("name, params", [
+    ("best_of_n", {"n": 8, "max_solution_tokens": 48}),
+    ("beam", {"beam_width": 2, "expansion_factor": 3}),
+])
+def test_real_strategies_stop_at_their_caps(name, params):
+    # Probe what one problem spends uncapped, then cap every problem below that.
+    budget = BudgetManager()
+    strategies, models = _scripted_job(name, params, 1, budget)
+    scheduler = Scheduler(budget, models.generator.model_spec(), models.verifier.model_spec())
+    scheduler.add(strategies[0])
+    _drive(scheduler, budget, random.Random(0), models)
+    full = budget.job_spent
+    budget = BudgetManager(flops_total=20 * full, flops_per_problem=full * 3 // 4)
+    strategies, models = _scripted_job(name, params, 30, budget)
+    scheduler = Scheduler(budget, models.generator.model_spec(), models.verifier.model_spec(),
+                          max_batch_requests=7)
+    for strategy in strategies:
+        scheduler.add(strategy)
+    answers = _drive(scheduler, budget, random.Random(1), models)
+    reasons = {a.stop_reason for a in answers}
+    assert len(answers) == 30 and reasons <= {"done", "budget", "no_answer"}
+    for answer in answers:
+        assert budget.spent(answer.problem_id) <= full * 3 // 4
+    assert budget.job_spent <= 20 * full and budget.num_open_reservations == 0
+    if name == "best_of_n":  # its one request shrank to fit, and finished with fewer samples
+        samples = [a.extra["stats"]["num_samples"] for a in answers]
+        assert 1 <= min(samples) and max(samples) < 8
+        assert reasons == {"done"} and any(a.answer is not None for a in answers)
+    else:  # level by level, the cap ends the search with the best path so far
+        assert "budget" in reasons and all(a.trace for a in answers)

@@ -235,7 +235,8 @@ class BudgetManager:
             KeyError: unknown problem. ValueError: negative ``flops`` or unknown ``model``.
         """
         ledger = self._ledger(problem_id)
-        _check_amount("flops", flops, allow_none=False)
+        if type(flops) is not int or flops < 0:  # the hot path skips the full check
+            flops = _check_amount("flops", flops, allow_none=False)
         if model not in ledger.spent_by_model:
             raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
         if not (ledger.fits(flops) and self._job.fits(flops)):
@@ -255,7 +256,8 @@ class BudgetManager:
                 (the backend broke its token bound); the ledger is unchanged then.
             ValueError: negative ``actual``.
         """
-        _check_amount("actual", actual, allow_none=False)
+        if type(actual) is not int or actual < 0:
+            actual = _check_amount("actual", actual, allow_none=False)
         self._check_open(reservation)
         if actual > reservation.flops:
             raise BudgetError(
@@ -283,7 +285,8 @@ class BudgetManager:
             ledger.check(reservation.problem_id)
 
     def _check_open(self, reservation: Reservation) -> None:
-        if self._open.get(reservation.reservation_id) != reservation:
+        found = self._open.get(reservation.reservation_id)
+        if found is not reservation and found != reservation:
             raise BudgetError(f"reservation {reservation.reservation_id} of problem "
                               f"{reservation.problem_id!r} is not open (already settled or released)")
 
