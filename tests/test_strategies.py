@@ -6,6 +6,8 @@ import dataclasses
 import itertools
 import math
 import pickle
+import subprocess
+import sys
 
 import pytest
 
@@ -65,6 +67,13 @@ def on_track(tree: Tree, node_id: int) -> bool:
 
 
 # -- registry and parameters ---------------------------------------------------------
+
+def test_search_core_imports_neither_ray_nor_torch():
+    code = ("import sys, ponder.search.strategies, ponder.search.scripted, ponder.search.allocate; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
 
 def test_registry_finds_every_strategy_and_names_the_valid_ones():
     assert set(ALL) <= set(iter_strategies())
