@@ -190,6 +190,7 @@ class Allocator:
     # -- allocation -------------------------------------------------------------------
 
     def bin(self, problem_id: str) -> str:
+        """The difficulty bin of a problem that reported (KeyError if it did not)."""
         return self.policy.classify(self.estimates[problem_id])
 
     def _allocate_if_ready(self) -> None:
