@@ -1,0 +1,347 @@
+"""``ponder sweep``: grid expansion, resume, the table and plots, the CLI, and one scripted end-to-end sweep.
+
+Most tests run the sweep with ``ScriptedCellRunner``, a fake engine that writes a run
+directory through the real ``ResultWriter`` and counts its calls, so they need no Ray
+and no model. The last test runs real strategies through the real engine loop
+in-process on the scripted fake backends (``ponder.search.scripted``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ponder.cluster import sweep
+from ponder.cluster.engine import run_inprocess
+from ponder.cluster.frontier import TABLE_COLUMNS
+from ponder.cluster.results import ProblemRecord, ResultWriter, TokenCounts, make_summary, read_results
+from ponder.cluster.sweep import cell_dir, run_sweep
+from ponder.cluster.sweep_report import sample_correctness
+from ponder.cluster.sweep_spec import DEFAULT_STRATEGIES, SweepError, expand_grid, load_sweep
+from ponder.config import ConfigError
+from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedVerifier
+from ponder.tasks.base import Problem, Task
+
+BASE = {"generator": {"backend": "scripted"}, "verifier": {"backend": "scripted"},
+        "ray": {"mode": "inprocess"}, "search": {"strategy": "best_of_n", "params": {"n": 8}}}
+PROBLEMS = [Problem(str(i), f"question {i}", reference=str(40 + i)) for i in range(6)]
+
+
+def sweep_data(**grid) -> dict:
+    return {"base": BASE, "grid": grid or {"strategy": ["best_of_n", "compute_optimal"],
+                                           "budget.flops_per_problem": ["1e6", 4e6]}}
+
+
+class ScriptedCellRunner:
+    """A fake engine: per cell, a deterministic share of problems solved that grows with budget.
+
+    Writes results.jsonl, summary.json and config.yaml with the engine's own writer;
+    ``calls`` lists the cells it ran. ``interrupt_at`` raises KeyboardInterrupt half-way
+    through that cell (after writing a partial summary, as the engine does);
+    ``fail_at`` raises RuntimeError; ``with_candidates`` records each sample's correctness.
+    """
+
+    def __init__(self, interrupt_at: str | None = None, fail_at: str | None = None,
+                 with_candidates: bool = False):
+        self.calls: list[str] = []
+        self.interrupt_at, self.fail_at = interrupt_at, fail_at
+        self.with_candidates = with_candidates
+
+    def solved(self, config, index: int) -> bool:
+        bonus = 2.0 if config.search.strategy == "compute_optimal" else 1.0
+        return index < round(len(PROBLEMS) * min(1.0, bonus * config.budget.flops_per_problem / 8e6))
+
+    def __call__(self, config, problems, out_dir: Path, progress: bool) -> dict:
+        self.calls.append(out_dir.name)
+        if out_dir.name == self.fail_at:
+            raise RuntimeError("replica died")
+        spend = int(0.75 * config.budget.flops_per_problem)
+        with ResultWriter(out_dir) as writer:
+            writer.write_config(config.to_dict())
+            for i, problem in enumerate(problems):
+                if out_dir.name == self.interrupt_at and i == len(problems) // 2:
+                    writer.write_summary(self.summary(writer, config, spend, len(problems)))
+                    raise KeyboardInterrupt
+                correct = self.solved(config, i)
+                writer.write(ProblemRecord(
+                    id=problem.problem_id, problem=problem.problem, answer=problem.reference if correct else "0",
+                    trace=[], correct=correct, score=0.5, flops=spend, budget_flops=config.budget.flops_per_problem,
+                    flops_by_model={"generator": spend}, stop_reason="done",
+                    tokens={"generator": TokenCounts(10, 2, 5)}, num_nodes=3))
+            summary = self.summary(writer, config, spend, len(problems))
+            writer.write_summary(summary)
+        if self.with_candidates:
+            self.add_candidates(out_dir)
+        return summary
+
+    @staticmethod
+    def summary(writer, config, spend: int, num_requested: int) -> dict:
+        return make_summary(writer.totals, total_flops=spend * writer.totals.num_problems,
+                            flops_by_model={}, wall_seconds=0.1, strategy=config.search.strategy,
+                            strategy_params=config.search.params, budget={}, task="game24",
+                            num_requested=num_requested)
+
+    @staticmethod
+    def add_candidates(out_dir: Path) -> None:
+        # Problem i's 16 samples: i + 1 of them correct, so coverage@k is known exactly.
+        lines = read_results(out_dir)
+        for i, line in enumerate(lines):
+            line["candidates"] = [{"answer": "x", "correct": j <= i} for j in range(16)]
+        (out_dir / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def run(spec, out, runner, **kwargs):
+    return run_sweep(spec, out, problems=PROBLEMS, task=None if "task" in kwargs else _task(),
+                     run_cell=runner, progress=False, log=lambda line: None, **kwargs)
+
+
+def _task():
+    from ponder.tasks import get_task
+
+    return get_task("game24")
+
+
+# -- the sweep file ---------------------------------------------------------------------------
+
+def test_grid_expands_strategies_by_budgets_by_models():
+    data = sweep_data(strategy=["best_of_n", "compute_optimal"], **{
+        "budget.flops_per_problem": ["1e6", 4e6], "generator.model_path": [None, "/models/big-one/"]})
+    data["strategy_params"] = {"compute_optimal": {"num_probe_samples": 2}}
+    cells = expand_grid(load_sweep(data=data))
+    assert [c.name for c in cells] == [
+        "best_of_n__flops1e06__model-default", "best_of_n__flops1e06__model-big-one",
+        "best_of_n__flops4e06__model-default", "best_of_n__flops4e06__model-big-one",
+        "compute_optimal__flops1e06__model-default", "compute_optimal__flops1e06__model-big-one",
+        "compute_optimal__flops4e06__model-default", "compute_optimal__flops4e06__model-big-one"]
+    assert [(c.strategy, c.budget, c.model) for c in cells[:2]] == [
+        ("best_of_n", 1_000_000, "scripted"), ("best_of_n", 1_000_000, "/models/big-one/")]
+    # The base's own strategy keeps the base's params; another strategy gets only its own.
+    assert cells[0].config.search.params == {"n": 8}
+    assert cells[4].config.search.params == {"num_probe_samples": 2}
+    assert cells[5].other_axes() == ""
+
+
+def test_a_grid_without_strategies_runs_best_of_n_beside_compute_optimal():
+    cells = expand_grid(load_sweep(data={"base": BASE, "grid": {"budget": [1e6]}}))
+    assert [c.strategy for c in cells] == list(DEFAULT_STRATEGIES)
+    assert {"best_of_n", "compute_optimal"} <= set(DEFAULT_STRATEGIES)
+
+
+def test_extra_axes_name_their_cells_and_set_their_values():
+    data = sweep_data(strategy=["beam"], budget=[2e6], **{"search.params.beam_width": [2, 4]})
+    cells = expand_grid(load_sweep(data=data))
+    assert [c.name for c in cells] == ["beam__flops2e06__beam_width-2", "beam__flops2e06__beam_width-4"]
+    assert [c.config.search.params["beam_width"] for c in cells] == [2, 4]
+    assert cells[1].other_axes() == "search.params.beam_width=4"
+
+
+@pytest.mark.parametrize("data,match", [
+    ({"grid": {"budget": [1]}, "bogus": 1}, "unknown sweep key 'bogus'; valid keys: base, set"),
+    ({"grid": {"strategy": ["beam"]}}, "grid needs budget.flops_per_problem"),
+    ({"grid": {"budget": [1], "task.name": ["countdown"]}}, "the task section is one for the whole sweep"),
+    ({"grid": {"budget": 1e6}}, "grid.budget must be a non-empty list"),
+    ({"grid": {"budget": [1e6, 1e6]}}, "lists a value twice"),
+    ({"grid": {"budget": [1], "search.strategy": ["beam"], "strategy": ["mcts"]}}, "names 'search.strategy' twice"),
+    ({"grid": {"strategy": ["beam"], "budget": [1]}, "strategy_params": {"mcts": {}}},
+     "strategy_params.mcts: 'mcts' is not in the grid's strategies"),
+    ({"grid": {"budget": [1]}, "range": 54059}, "range must be a string, got 54059 (quote it"),
+    ({"grid": {"strategy": ["nope"], "budget": [1]}}, "sweep cell nope__flops1: search.strategy: unknown strategy"),
+    ({"grid": {"strategy": ["beam"], "budget": [-5]}}, "budget.flops_per_problem must be positive"),
+    ({"grid": {"strategy": ["best_of_n"], "budget": [1]}, "strategy_params": {"best_of_n": {"width": 2}}},
+     "sweep cell best_of_n__flops1: search.params: unknown search parameter"),
+])
+def test_bad_sweep_files_name_the_problem(data, match):
+    with pytest.raises(ConfigError, match=match.replace("(", r"\(").replace("[", r"\[")):
+        load_sweep(data={"base": BASE, **data})
+
+
+def test_base_file_next_to_the_sweep_and_command_line_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({"base": "base.yaml", "set": ["search.seed=3"],
+                                          "grid": {"strategy": ["best_of_n"], "budget": [1e6]}}))
+    spec = load_sweep(sweep_file, ["grid.budget.flops_per_problem=[2e6, 3e6]",
+                                   "strategy_params.best_of_n.n=4", "engine.max_batch_requests=5",
+                                   "range=2:4"])
+    cells = expand_grid(spec)
+    assert [c.budget for c in cells] == [2_000_000, 3_000_000]
+    assert cells[0].config.search.params == {"n": 4}
+    assert (cells[0].config.search.seed, cells[0].config.engine.max_batch_requests) == (3, 5)
+    assert spec.range == "2:4"
+    with pytest.raises(SweepError, match="base config 'missing.yaml' not found"):
+        load_sweep(data={"base": "missing.yaml", "grid": {"budget": [1]}})
+
+
+# -- running and resuming ---------------------------------------------------------------------
+
+def test_resume_skips_finished_cells_and_reruns_changed_or_missing_ones(tmp_path):
+    spec = load_sweep(data=sweep_data())
+    names = [c.name for c in expand_grid(spec)]
+    first = ScriptedCellRunner()
+    outcome = run(spec, tmp_path, first)
+    assert first.calls == names and outcome.count("ran") == 4
+
+    again = ScriptedCellRunner()
+    outcome = run(spec, tmp_path, again)
+    assert again.calls == [] and outcome.count("skipped") == 4
+
+    (tmp_path / "cells" / names[1] / "summary.json").unlink()
+    changed = load_sweep(data={**sweep_data(), "strategy_params": {"compute_optimal": {"num_probe_samples": 2}}})
+    third = ScriptedCellRunner()
+    run(changed, tmp_path, third)
+    assert third.calls == [names[1], names[2], names[3]]  # missing summary, then compute_optimal's new params
+
+    # Where and how it ran does not matter: more replicas, another Ray, other progress output.
+    moved = load_sweep(data={**sweep_data(), "strategy_params": {"compute_optimal": {"num_probe_samples": 2}}},
+                       overrides=["generator.num_replicas=3", "ray.address=auto", "output.progress=lines"])
+    assert expand_grid(moved)[0].config.generator.num_replicas == 3
+    fourth = ScriptedCellRunner()
+    run(moved, tmp_path, fourth)
+    assert fourth.calls == []
+
+
+def test_an_interrupted_cell_runs_again_and_the_ones_before_it_do_not(tmp_path):
+    spec = load_sweep(data=sweep_data())
+    names = [c.name for c in expand_grid(spec)]
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, tmp_path, ScriptedCellRunner(interrupt_at=names[2]))
+    partial = json.loads((tmp_path / "cells" / names[2] / "summary.json").read_text())
+    assert partial["num_problems"] < partial["num_requested"]
+    resumed = ScriptedCellRunner()
+    run(spec, tmp_path, resumed)
+    assert resumed.calls == names[2:]
+
+
+def test_keep_going_records_a_failed_cell_and_runs_the_rest(tmp_path):
+    spec = load_sweep(data=sweep_data())
+    names = [c.name for c in expand_grid(spec)]
+    with pytest.raises(RuntimeError, match="replica died"):
+        run(spec, tmp_path / "strict", ScriptedCellRunner(fail_at=names[0]))
+    runner = ScriptedCellRunner(fail_at=names[0])
+    outcome = run(spec, tmp_path / "lenient", runner, keep_going=True)
+    assert runner.calls == names
+    assert outcome.statuses[names[0]] == "failed" and "replica died" in outcome.errors[names[0]]
+    assert len(outcome.report.rows) == 3
+
+
+def test_sweep_writes_table_frontier_analysis_and_plot(tmp_path):
+    spec = load_sweep(data=sweep_data(strategy=["best_of_n", "compute_optimal"], budget=[1e6, 2e6, 4e6, 8e6]))
+    runner = ScriptedCellRunner()
+    outcome = run(spec, tmp_path, runner)
+    for frame in (pd.read_csv(tmp_path / "table.csv"), pd.read_parquet(tmp_path / "table.parquet")):
+        assert tuple(frame.columns) == TABLE_COLUMNS and len(frame) == 8
+    frame = pd.read_csv(tmp_path / "table.csv").set_index("cell")
+    for cell in expand_grid(spec):
+        summary = json.loads((cell_dir(tmp_path, cell) / "summary.json").read_text())
+        got = frame.loc[cell.name]
+        assert (got.strategy, got.budget, got.num_solved) == (cell.strategy, cell.budget, summary["num_solved"])
+        assert got.accuracy == pytest.approx(summary["accuracy"])
+        assert got.flops_per_problem_mean == pytest.approx(0.75 * cell.budget)
+        assert (got.generated_tokens, got.prompt_tokens) == (5 * len(PROBLEMS), 10 * len(PROBLEMS))
+    # The fake solves 2x more with compute_optimal at each budget: it owns the frontier.
+    analysis = json.loads((tmp_path / "analysis.json").read_text())
+    assert {row["strategy"] for row in analysis["frontier"]} == {"compute_optimal"}
+    assert all(b["strategy"] == "compute_optimal" for b in analysis["best_per_budget"][:2])
+    assert (tmp_path / "accuracy_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(pd.read_csv(tmp_path / "frontier.csv")) == len(outcome.report.front)
+    # Without per-sample results, the fit falls back to best-of-N accuracy vs relative FLOPs.
+    (coverage,) = outcome.report.coverage
+    assert coverage.source == "accuracy_vs_relative_flops" and coverage.k == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_coverage_comes_from_per_sample_candidates_when_recorded(tmp_path):
+    spec = load_sweep(data=sweep_data(strategy=["best_of_n"], budget=[4e6, 8e6]))
+    outcome = run(spec, tmp_path, ScriptedCellRunner(with_candidates=True))
+    (coverage,) = outcome.report.coverage
+    assert coverage.source == "coverage" and coverage.k == [1, 2, 4, 8, 16]
+    # Problem i has i + 1 correct of 16 samples: coverage@1 is the mean share.
+    assert coverage.coverage[0] == pytest.approx(sum((i + 1) / 16 for i in range(6)) / 6)
+    assert coverage.fit is not None and coverage.fit.a < 0 and coverage.fit.b < 0
+    assert (tmp_path / "coverage.png").is_file()
+    assert sample_correctness({"candidates": [True, {"correct": None}, {"correct": True}]}) == [True, False, True]
+    assert sample_correctness({"id": "1"}) is None
+
+
+def test_cli_dry_run_and_analyze_only(tmp_path, capsys):
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({**sweep_data(), "range": "0:3"}))
+    parser = argparse.ArgumentParser()
+    sweep.add_arguments(parser)
+    out = tmp_path / "out"
+    args = parser.parse_args(["-c", str(sweep_file), "-o", str(out), "--dry-run"])
+    assert sweep.run(args) == 0
+    assert "4 cells, 0 done, 3 problems each" in capsys.readouterr().out
+    spec = load_sweep(sweep_file)
+    problems = sweep.load_sweep_problems(spec, expand_grid(spec)[0].config, _task())
+    run_sweep(spec, out, problems=problems, task=_task(), run_cell=ScriptedCellRunner(),
+              progress=False, log=lambda line: None)
+    (out / "table.csv").unlink()
+    assert sweep.run(parser.parse_args(["-c", str(sweep_file), "-o", str(out), "--dry-run"])) == 0
+    assert "4 cells, 4 done" in capsys.readouterr().out
+    assert sweep.run(parser.parse_args(["-c", str(sweep_file), "-o", str(out), "--analyze-only"])) == 0
+    assert "frontier: compute_optimal" in capsys.readouterr().out
+    assert len(pd.read_csv(out / "table.csv")) == 4
+
+
+# -- end to end on the scripted backend -----------------------------------------------------
+
+class ScriptedQATask(Task):
+    """Scripted problems as a task: the prompt names the question, answers are checked exactly."""
+
+    name = "scripted_qa"
+    max_steps = 8
+
+    def prompt(self, problem: Problem) -> str:
+        return f"Q{problem.problem_id}: {problem.problem}\n"
+
+    def is_terminal(self, step: str) -> bool:
+        return step.startswith("Answer:")
+
+    def extract_answer(self, steps: list[str]) -> str | None:
+        return steps[-1][len("Answer:"):].strip() if steps and self.is_terminal(steps[-1]) else None
+
+    def verify(self, problem: Problem, answer: str | None) -> bool | None:
+        return answer == problem.reference
+
+
+def test_end_to_end_sweep_on_the_scripted_backend(tmp_path):
+    task = ScriptedQATask()
+    problems = [Problem(str(i), f"question {i}", reference=str(40 + i)) for i in range(8)]
+    scripted = [ScriptedProblem(prompt=task.prompt(p), answer=p.reference, p_correct=(0.9, 0.5, 0.35, 0.2)[i % 4])
+                for i, p in enumerate(problems)]
+    generator, verifier = ScriptedGenerator(scripted, seed=1), ScriptedVerifier(scripted, seed=1)
+    spec = load_sweep(data={
+        "base": {**BASE, "engine": {"max_batch_requests": 16}},
+        "grid": {"strategy": ["best_of_n", "compute_optimal"], "budget": [4e5, 1.6e6, 6.4e6]},
+        "strategy_params": {"best_of_n": {"n": 64, "max_solution_tokens": 48},
+                            "compute_optimal": {"num_probe_samples": 4, "max_num_samples": 64,
+                                                "max_solution_tokens": 48, "max_step_tokens": 16}}})
+
+    def run_cell(config, cell_problems, out_dir, progress):
+        return run_inprocess(config, cell_problems, out_dir, generator, verifier, task=task)
+
+    outcome = run_sweep(spec, tmp_path, problems=problems, task=task, run_cell=run_cell,
+                        progress=False, log=lambda line: None)
+    rows = {(r.strategy, r.budget): r for r in outcome.report.rows}
+    assert len(rows) == 6 and outcome.count("ran") == 6
+    for (strategy, budget), row in rows.items():
+        lines = read_results(cell_dir(tmp_path, next(c for c in expand_grid(spec) if c.name == row.cell)))
+        assert len(lines) == row.num_problems == len(problems)
+        assert row.num_solved == sum(bool(line["correct"]) for line in lines)
+        assert row.flops_per_problem_mean <= budget  # compute_optimal moves FLOPs, never adds any
+        if strategy == "best_of_n":
+            assert all(line["flops"] <= budget for line in lines)
+    best_of_n = [rows[("best_of_n", b)] for b in (4e5, 1.6e6, 6.4e6)]
+    assert best_of_n[0].flops_per_problem_mean < best_of_n[1].flops_per_problem_mean < best_of_n[2].flops_per_problem_mean
+    assert best_of_n[2].accuracy > best_of_n[0].accuracy  # more samples, more problems solved
+    assert outcome.report.front and not math.isnan(outcome.report.front[-1].accuracy)
+    calls = generator.num_calls
+    again = run_sweep(spec, tmp_path, problems=problems, task=task, run_cell=run_cell,
+                      progress=False, log=lambda line: None)
+    assert again.count("skipped") == 6 and generator.num_calls == calls
