@@ -466,3 +466,19 @@ def test_real_strategies_stop_at_their_caps(name, params):
         assert reasons == {"done"} and any(a.answer is not None for a in answers)
     else:  # level by level, the cap ends the search with the best path so far
         assert "budget" in reasons and all(a.trace for a in answers)
+
+
+def test_held_requests_of_a_strategy_stopped_from_outside_are_dropped():
+    one_sample = _worst(GenerateRequest(0, "problem p0\n", n=1, max_new_tokens=8))
+    budget = BudgetManager(flops_total=one_sample + one_sample // 2)
+    ids = count()
+    scheduler = Scheduler(budget, GEN, VER)
+    first, second = (ScriptedGreedyStrategy(f"p{i}", lambda: next(ids), width=1) for i in range(2))
+    scheduler.add(first)
+    scheduler.add(second)
+    plan = scheduler.schedule()  # p1's request is held behind p0's
+    second.stop("done")
+    assert scheduler.schedule().is_empty
+    assert [a.problem_id for a in scheduler.pop_finished()] == ["p1"]
+    scheduler.update(ScriptedInstantBackend().run(plan))
+    assert second.num_results == 0 and budget.spent("p1") == 0 and scheduler.num_active == 1

@@ -88,9 +88,10 @@ class ProblemStats:
 class _Problem:
     """The scheduler's bookkeeping for one active strategy."""
 
-    __slots__ = ("strategy", "stats", "in_flight", "pending")
+    __slots__ = ("problem_id", "strategy", "stats", "in_flight", "pending")
 
     def __init__(self, strategy: Strategy):
+        self.problem_id = strategy.problem_id
         self.strategy = strategy
         self.stats = ProblemStats()
         self.in_flight: dict[int, None] = {}  # request_id -> None, this problem's unsettled requests
@@ -166,7 +167,7 @@ class Scheduler:
         self._idle: dict[str, None] = {}  # problem_id -> None: nothing in flight, nothing asked
         self._orphaned: set[int] = set()  # request ids released by cancel(); results ignored
         self._finished: list[Answer] = []
-        self._packers = (_Packer(1, 1), _Packer(1, 1))  # (generate, score) of the plan being built
+        self._packers = (_Packer(1, 1), _Packer(1, 1))  # (generate, score), replaced by each schedule()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -216,8 +217,8 @@ class Scheduler:
             problem = entry.problem
             del problem.in_flight[request_id]
             problem.pending.appendleft(entry.request)
-            self._held[problem.strategy.problem_id] = None
-            self._idle.pop(problem.strategy.problem_id, None)
+            self._held[problem.problem_id] = None
+            self._idle.pop(problem.problem_id, None)
 
     def pop_finished(self) -> list[Answer]:
         """Answers of problems finished since the last call; ``extra["stats"]`` holds ProblemStats."""
@@ -248,8 +249,12 @@ class Scheduler:
     def schedule(self) -> Plan:
         """Collect requests, reserve their worst-case FLOPs and pack them into batches.
 
-        After it returns, every active problem has a request in flight or has
-        finished, unless other problems' requests are in flight.
+        Held requests go first, then those of strategies that got results, then idle
+        ones. Afterwards some request is in flight or no problem is active, so an
+        engine loop never spins on nothing.
+
+        Returns:
+            The batches to dispatch; every request in it holds a reservation.
         """
         generate = _Packer(self.max_batch_requests, self.max_batch_tokens)
         score = _Packer(self.max_batch_requests, self.max_batch_tokens)
@@ -270,8 +275,7 @@ class Scheduler:
         return Plan(generate.batches, score.batches)
 
     def _poll(self, problem: _Problem) -> None:
-        strategy = problem.strategy
-        problem_id = strategy.problem_id
+        strategy, problem_id = problem.strategy, problem.problem_id
         requests = [] if strategy.done else strategy.requests()
         if strategy.done:  # requests of a finished strategy are dropped
             self._finish_if_done(problem)
@@ -286,8 +290,13 @@ class Scheduler:
             self._idle[problem_id] = None
 
     def _place_pending(self, problem: _Problem) -> None:
-        problem_id = problem.strategy.problem_id
+        problem_id = problem.problem_id
         pending = problem.pending
+        if problem.strategy.done:  # stopped from outside while its requests waited
+            pending.clear()
+            self._held.pop(problem_id, None)
+            self._finish_if_done(problem)
+            return
         while pending:
             if not self._place(problem, pending[0]):
                 break
@@ -311,8 +320,8 @@ class Scheduler:
         """Reserve and pack ``request``, shrinking a generate request's ``n`` to fit; False if it can't."""
         if request.request_id in self._in_flight:
             raise ValueError(f"request id {request.request_id} of problem "
-                             f"{problem.strategy.problem_id!r} is already in flight")
-        problem_id = problem.strategy.problem_id
+                             f"{problem.problem_id!r} is already in flight")
+        problem_id = problem.problem_id
         tokens, cost, _, model = self._cost(request)
         reservation = self.budget.reserve(problem_id, cost, model)
         if reservation is None and model == "generator" and request.n > 1:
@@ -336,7 +345,7 @@ class Scheduler:
         _, cost, _, model = self._cost(request)
         if model == "generator":
             cost //= request.n
-        remaining = self.budget.remaining(problem.strategy.problem_id, count_reserved=False)
+        remaining = self.budget.remaining(problem.problem_id, count_reserved=False)
         return self.budget.job_reserved > 0 and (remaining is None or cost <= remaining)
 
     # -- results --------------------------------------------------------------
@@ -376,15 +385,13 @@ class Scheduler:
             if strategy.done:
                 self._finish_if_done(problem)
             else:
-                self._ready[strategy.problem_id] = None
-                self._idle.pop(strategy.problem_id, None)
+                self._ready[problem.problem_id] = None
 
     def _finish_if_done(self, problem: _Problem) -> None:
         """Produce the Answer of a stopped problem once none of its requests is in flight."""
-        strategy = problem.strategy
+        strategy, problem_id = problem.strategy, problem.problem_id
         if not strategy.done or problem.in_flight:
             return
-        problem_id = strategy.problem_id
         if self._problems.get(problem_id) is not problem:
             return
         del self._problems[problem_id]
