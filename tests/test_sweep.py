@@ -162,7 +162,9 @@ def test_bad_sweep_files_name_the_problem(data, match):
 
 
 def test_base_file_next_to_the_sweep_and_command_line_overrides(tmp_path):
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    # The base file's own base: chain is followed (base.yaml -> root.yaml).
+    (tmp_path / "root.yaml").write_text(yaml.safe_dump({**BASE, "engine": {"max_batch_tokens": 999}}))
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"base": "root.yaml", "search": BASE["search"]}))
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump({"base": "base.yaml", "set": ["search.seed=3"],
                                           "grid": {"strategy": ["best_of_n"], "budget": [1e6]}}))
@@ -173,6 +175,7 @@ def test_base_file_next_to_the_sweep_and_command_line_overrides(tmp_path):
     assert [c.budget for c in cells] == [2_000_000, 3_000_000]
     assert cells[0].config.search.params == {"n": 4}
     assert (cells[0].config.search.seed, cells[0].config.engine.max_batch_requests) == (3, 5)
+    assert (cells[0].config.engine.max_batch_tokens, cells[0].config.generator.backend) == (999, "scripted")
     assert spec.range == "2:4"
     with pytest.raises(SweepError, match="base config 'missing.yaml' not found"):
         load_sweep(data={"base": "missing.yaml", "grid": {"budget": [1]}})
@@ -345,3 +348,13 @@ def test_end_to_end_sweep_on_the_scripted_backend(tmp_path):
     again = run_sweep(spec, tmp_path, problems=problems, task=task, run_cell=run_cell,
                       progress=False, log=lambda line: None)
     assert again.count("skipped") == 6 and generator.num_calls == calls
+
+
+@pytest.mark.parametrize("name", ["sweep_game24.yaml", "sweep_game24_quick.yaml"])
+def test_shipped_sweep_configs_load_and_run_compute_optimal_beside_best_of_n(name):
+    spec = load_sweep(Path(__file__).resolve().parents[1] / "configs" / name)
+    cells = expand_grid(spec)
+    budgets = {c.budget for c in cells}
+    for strategy in ("best_of_n", "compute_optimal"):
+        assert {c.budget for c in cells if c.strategy == strategy} == budgets
+    assert all(c.config.search.params for c in cells) and spec.range and spec.out

@@ -1,6 +1,7 @@
 """The sweep file: a base config and a grid over it; expanded into one validated Config per cell.
 
-    base: game24.yaml        # a config file (relative to this file, else to the cwd) or a mapping
+    base: game24.yaml        # a config file (relative to this file, else to the cwd; its own
+                             # base: chain is followed) or an inline config mapping
     set: [key=value, ...]    # overrides of the base, applied before the grid
     problems: null           # problems file; default: the base's task.problems, else the task's data
     range: "900:1000"        # quote it: YAML reads some a:b as base-60 numbers
@@ -202,8 +203,8 @@ def _load_base(base: Any, sweep_dir: Path | None) -> dict[str, Any]:
     tried = [sweep_dir / base] if sweep_dir is not None and not Path(base).is_absolute() else []
     tried.append(Path(base))
     for candidate in tried:
-        if candidate.is_file():
-            return _read_mapping(candidate, "base config")
+        if candidate.is_file():  # through load_config, so the file's own `base:` chain is followed
+            return load_config(candidate).to_dict()
     raise SweepError(f"base config {base!r} not found (looked at {', '.join(map(str, tried))})")
 
 
