@@ -6,14 +6,14 @@ from itertools import count
 
 import pytest
 
-from ponder.search.budget import BudgetError, BudgetManager, score_path_text, worst_case_tokens
+from ponder.search import get_strategy, iter_strategies
+from ponder.search.budget import (BudgetError, BudgetManager, score_path_text, worst_case_flops,
+                                  worst_case_tokens)
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
-from ponder.search import get_strategy, iter_strategies
 from ponder.search.scheduler import Scheduler
-from ponder.search.scripted import (ScriptedGenerator, ScriptedProblem, ScriptedVerifier,
-                                    run_inprocess)
-from ponder.search.scripted import ScriptedTask as ScriptedStepTask
+from ponder.search.scripted import (ScriptedGenerator, ScriptedProblem, ScriptedTask,
+                                    ScriptedVerifier, run_inprocess)
 from ponder.search.strategies.base import Answer, JobContext, Strategy, StrategyParams
 from ponder.search.tree import NodeStatus, Tree
 
@@ -21,7 +21,7 @@ GEN = ModelSpec("gen", num_params=10_000, num_layers=2, d_model=16)
 VER = ModelSpec("ver", num_params=20_000, num_layers=2, d_model=16)
 
 
-class ScriptedTask:
+class ScriptedGreedyTask:
     step_delimiter = "\n"
     max_steps = 3
 
@@ -39,7 +39,7 @@ class ScriptedGreedyStrategy(Strategy):
     name = "scripted_greedy"
 
     def __init__(self, problem_id, next_request_id, width=4, depth=3, seed=0):
-        super().__init__(Tree(problem_id, f"problem {problem_id}\n"), ScriptedTask(),
+        super().__init__(Tree(problem_id, f"problem {problem_id}\n"), ScriptedGreedyTask(),
                          StrategyParams(), seed, next_request_id)
         self.width, self.depth = width, depth
         self.node_id = 0
@@ -265,7 +265,6 @@ def test_generate_n_shrinks_to_what_fits():
 
 
 def _worst(request):
-    from ponder.search.budget import worst_case_flops
     return worst_case_flops(request, GEN)
 
 
@@ -412,7 +411,7 @@ def _scripted_job(name, params, num_problems, budget):
     cls = get_strategy(name)
     ids = count()
     context = JobContext(budget=budget)
-    strategies = [cls(Tree(f"q{i}", p.prompt), ScriptedStepTask(), cls.Params.from_dict(params), i,
+    strategies = [cls(Tree(f"q{i}", p.prompt), ScriptedTask(), cls.Params.from_dict(params), i,
                       lambda: next(ids), context) for i, p in enumerate(problems)]
     return strategies, ScriptedModels(problems)
 

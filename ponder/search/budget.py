@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ponder.search.flops import ModelSpec, flops
-from ponder.search.messages import GenerateRequest, GenerateResult, Request, Result, ScoreRequest
+from ponder.search.messages import GenerateRequest, GenerateResult, Request, Result
 
 TokenBound = Callable[[str], int]  # text -> an upper bound on its token count
 MODELS: tuple[str, ...] = ("generator", "verifier")
@@ -293,12 +293,15 @@ class BudgetManager:
     # -- queries --------------------------------------------------------------
 
     def cap(self, problem_id: str) -> int | None:
+        """The problem's cap now (None = unlimited). Raises KeyError if unknown."""
         return self._ledger(problem_id).cap
 
     def spent(self, problem_id: str) -> int:
+        """FLOPs the problem's settled requests cost. Raises KeyError if unknown."""
         return self._ledger(problem_id).spent
 
     def reserved(self, problem_id: str) -> int:
+        """FLOPs held by the problem's open reservations. Raises KeyError if unknown."""
         return self._ledger(problem_id).reserved
 
     def remaining(self, problem_id: str, count_reserved: bool = True) -> int | None:
@@ -316,10 +319,12 @@ class BudgetManager:
 
     @property
     def job_spent(self) -> int:
+        """FLOPs spent by all problems."""
         return self._job.spent
 
     @property
     def job_reserved(self) -> int:
+        """FLOPs held by all open reservations."""
         return self._job.reserved
 
     @property
@@ -334,10 +339,12 @@ class BudgetManager:
 
     @property
     def num_open_reservations(self) -> int:
+        """Reservations neither settled nor released."""
         return len(self._open)
 
     @property
     def problem_ids(self) -> list[str]:
+        """Registered problems, in the order they were added."""
         return list(self._problems)
 
     # -- checkpoints ----------------------------------------------------------

@@ -39,10 +39,12 @@ class Plan:
 
     @property
     def num_requests(self) -> int:
+        """Requests in all batches."""
         return sum(map(len, self.generate_batches)) + sum(map(len, self.score_batches))
 
     @property
     def is_empty(self) -> bool:
+        """True if there is nothing to dispatch."""
         return not (self.generate_batches or self.score_batches)
 
 
@@ -64,9 +66,11 @@ class ProblemStats:
 
     @property
     def flops(self) -> int:
+        """FLOPs spent on the problem, both models."""
         return self.generator_flops + self.verifier_flops
 
     def add(self, request: Request, result: Result, actual: int) -> None:
+        """Count one settled request that cost ``actual`` FLOPs."""
         if isinstance(result, GenerateResult):
             self.generator_flops += actual
             self.num_generate_requests += 1
@@ -82,6 +86,7 @@ class ProblemStats:
             self.verifier_cached_tokens += result.num_cached_prompt_tokens
 
     def to_dict(self) -> dict[str, int]:
+        """Plain counters for results.jsonl, ``flops`` (the total) first."""
         return {"flops": self.flops, **asdict(self)}
 
 
