@@ -358,3 +358,34 @@ def test_shipped_sweep_configs_load_and_run_compute_optimal_beside_best_of_n(nam
     for strategy in ("best_of_n", "compute_optimal"):
         assert {c.budget for c in cells if c.strategy == strategy} == budgets
     assert all(c.config.search.params for c in cells) and spec.range and spec.out
+
+
+def test_default_runner_reuses_one_engine_while_the_models_stay_the_same(tmp_path, monkeypatch):
+    # Config-built in-process pools on the scripted backend's instant mode (no problems to
+    # know): the real Engine, built once per distinct model config, not once per cell.
+    import ponder.cluster.engine as engine_module
+
+    built = []
+
+    class CountingEngine(engine_module.Engine):
+        def __init__(self, *args, **kwargs):
+            built.append(args[0].generator.kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "Engine", CountingEngine)
+    base = {**BASE, "generator": {"backend": "scripted", "kwargs": {"instant_steps": 2}},
+            "verifier": {"backend": "scripted", "kwargs": {"instant": True}}}
+    spec = load_sweep(data={"base": base, "grid": {
+        "generator.kwargs.instant_steps": [2, 3], "strategy": ["best_of_n", "beam"], "budget": [None]},
+        "strategy_params": {"best_of_n": {"n": 4}, "beam": {"beam_width": 2, "expansion_factor": 2}}})
+    problems = [Problem(str(i), f"question {i}", reference="0") for i in range(3)]
+    outcome = run_sweep(spec, tmp_path, problems=problems, task=ScriptedQATask(), progress=False,
+                        log=lambda line: None)
+    assert outcome.count("ran") == 4
+    assert built == [{"instant_steps": 2}, {"instant_steps": 3}]
+    for cell in expand_grid(spec):
+        lines = read_results(cell_dir(tmp_path, cell))
+        summary = json.loads((cell_dir(tmp_path, cell) / "summary.json").read_text())
+        assert len(lines) == 3 and summary["strategy"] == cell.strategy  # the reused engine ran this cell's search
+        # instant mode's answer line comes after instant_steps - 1 generic steps
+        assert all(len(line["trace"]) == cell.config.generator.kwargs["instant_steps"] for line in lines)
