@@ -1,8 +1,9 @@
 """Placement and failure on a simulated multi-node cluster (``ray.cluster_utils.Cluster``).
 
 Three Ray nodes run on this machine, each with one CPU and a custom resource
-naming it. Replicas of half a CPU would all fit on one node, so where they land
-is decided by the placement strategy from config, which is what these tests check.
+naming it; zone_b claims two GPUs and zone_c one (logical resources: nothing uses
+a GPU, Ray only books them). Replicas of half a CPU would all fit on one node, so
+where they land is decided by the placement config, which is what these tests check.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TESTS_DIR = str(Path(__file__).resolve().parent)
 PROBLEMS = tuple(ScriptedProblem(prompt=f"node puzzle {i}\n") for i in range(2))
 ZONES = ("zone_a", "zone_b", "zone_c")  # one custom resource per node, head first
+GPUS = {"zone_a": 0, "zone_b": 2, "zone_c": 1}  # logical GPUs per node
 FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
                       "health_check_initial_delay_ms": 1000}  # notice a lost node in seconds
 
@@ -42,7 +44,7 @@ def cluster():
         num_cpus=1, resources={ZONES[0]: 1}, include_dashboard=False,
         _system_config=FAST_HEALTH_CHECKS))
     for zone in ZONES[1:]:
-        sim.add_node(num_cpus=1, resources={zone: 1})
+        sim.add_node(num_cpus=1, num_gpus=GPUS[zone], resources={zone: 1})
     path = os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)
     rt = connect(address=sim.address, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": path}})
@@ -70,7 +72,8 @@ def test_cluster_has_three_nodes(cluster):
     assert sorted(zone_of(n["NodeID"]) for n in ray.nodes() if n["Alive"]) == sorted(ZONES)
 
 
-@pytest.mark.parametrize("strategy, distinct", [("STRICT_SPREAD", 3), ("SPREAD", 3), ("STRICT_PACK", 1)])
+# SPREAD / PACK are best effort in Ray, so only the strict strategies are asserted.
+@pytest.mark.parametrize("strategy, distinct", [("STRICT_SPREAD", 3), ("STRICT_PACK", 1)])
 def test_replicas_land_where_the_placement_strategy_says(cluster, strategy, distinct):
     replicas = 3 if distinct == 3 else 2
     pool, placement = build_pool(scripted(strategy, replicas), "generator", timeout_s=120)
@@ -86,6 +89,32 @@ def test_custom_resources_pin_replicas_to_their_node(cluster):
     pool, placement = build_pool(scripted("PACK", resources={"zone_c": 0.5}), "verifier")
     try:
         assert {zone_of(info.node_id) for info in pool.replica_info()} == {"zone_c"}
+    finally:
+        pool.shutdown()
+        placement.remove()
+
+
+def test_gpu_replicas_go_to_gpu_nodes(cluster):
+    cfg = scripted("STRICT_SPREAD", num_gpus=1)
+    pool, placement = build_pool(cfg, "generator")
+    try:
+        assert sorted(zone_of(info.node_id) for info in pool.replica_info()) == ["zone_b", "zone_c"]
+    finally:
+        pool.shutdown()
+        placement.remove()
+
+
+def test_a_tensor_parallel_replica_packs_its_gpus_on_one_node(cluster):
+    cfg = scripted("SPREAD", num_replicas=1, tensor_parallel_size=2)
+    pool, placement = build_pool(cfg, "generator")
+    try:
+        [group] = placement.groups
+        table = ray.util.placement_group_table(group)
+        assert table["strategy"] == "STRICT_PACK"
+        assert table["bundles"] == {0: {"CPU": 0.5, "GPU": 1.0}, 1: {"GPU": 1.0}}
+        bundle_zones = {zone_of(node) for node in table["bundles_to_node_id"].values()}
+        assert bundle_zones == {"zone_b"}  # the only node with two GPUs
+        assert zone_of(pool.replica_info()[0].node_id) == "zone_b"
     finally:
         pool.shutdown()
         placement.remove()

@@ -12,7 +12,8 @@ import itertools
 
 import pytest
 
-from ponder.actors.pool import ReplicaPool, problem_of
+from ponder.actors.pool import ReplicaPool
+from ponder.actors.routing import problem_of
 from ponder.search.messages import GenerateRequest
 
 _ids = itertools.count()

@@ -12,11 +12,11 @@ a plain class over actor handles; the actors stay thin)::
 sent as calls return, during ``collect``. ``has_capacity()`` says whether a new batch
 would be sent at once, so the engine can hold its scheduler back instead.
 
-Routing. A batch is split by problem (``prefix_id`` is ``"problem:node"``) into one
-sub-batch per chosen replica. A problem sticks to the replica that served it last,
-whose prefix cache holds its tree, unless that replica has no free slot or its load
-(in-flight requests) exceeds the least-loaded free replica's by ``affinity_margin``;
-otherwise it goes to the least-loaded free replica.
+Routing (``routing.Router``). A batch is split by problem (``prefix_id`` is
+``"problem:node"``) into one sub-batch per chosen replica. A problem sticks to the
+replica that served it last, whose prefix cache holds its tree, unless that replica
+has no free slot or its load (in-flight requests) exceeds the least-loaded free
+replica's by ``affinity_margin``; otherwise it goes to the least-loaded free replica.
 
 Failures. Each request comes back exactly once, from ``collect``, or once from
 ``pop_failed``. A call that fails because its actor died or became unreachable
@@ -24,24 +24,25 @@ Failures. Each request comes back exactly once, from ``collect``, or once from
 back at the front of the queue and they go to healthy replicas; the failed replica
 is probed with ``ping`` and takes work again once it answers (actors are created with
 ``max_restarts``). A replica that is dead for good is rebuilt by ``factory`` or, with
-none, retired. A call that fails because the backend raised is retried one request
-per call, so one bad request cannot sink its batch mates; a request whose calls
-failed ``max_attempts`` times goes to ``pop_failed``.
+none, retired. A call that fails because the backend raised, or a second time for
+any reason, is retried one request per call, so one bad request cannot sink its
+batch mates; a request whose calls failed ``max_attempts`` times goes to
+``pop_failed``, and ``last_error`` holds the last failure as one line.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any, Callable, Sequence
 
 import ray
-from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
 
+from ponder.actors.routing import Replica, Router
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import Request, Result
 
-_MAX_AFFINITY_ENTRIES = 100_000  # problem ids remembered; the oldest are forgotten first
 _PROBE_BACKOFF_S = 0.5  # wait before re-probing a replica that is still unreachable
 
 
@@ -49,34 +50,12 @@ class NoReplicasError(RuntimeError):
     """Every replica of a pool is dead for good and there is no factory to rebuild one."""
 
 
-class _Replica:
-    __slots__ = ("index", "handle", "healthy", "retired", "num_requests", "num_batches",
-                 "probe_after")
-
-    def __init__(self, index: int, handle: Any):
-        self.index = index
-        self.handle = handle
-        self.healthy = True
-        self.retired = False
-        self.num_requests = 0  # requests in flight on this replica: the load routing balances
-        self.num_batches = 0  # calls in flight on this replica
-        self.probe_after: float | None = None  # when to ping it next; None: no probe due
-
-
 class _Call:
     __slots__ = ("replica", "requests")
 
-    def __init__(self, replica: _Replica, requests: list[Request]):
+    def __init__(self, replica: Replica, requests: list[Request]):
         self.replica = replica
         self.requests = requests
-
-
-def problem_of(prefix_id: str) -> str | None:
-    """The problem part of ``"problem:node"`` (the whole id if it has no node), None if empty."""
-    if not prefix_id:
-        return None
-    head, sep, _ = prefix_id.rpartition(":")
-    return head if sep else prefix_id
 
 
 class ReplicaPool:
@@ -106,17 +85,16 @@ class ReplicaPool:
         self.method = method
         self.factory = factory
         self.max_in_flight_batches = max_in_flight_batches
-        self.affinity_margin = affinity_margin
         self.max_attempts = max_attempts
-        self._replicas = [_Replica(i, a) for i, a in enumerate(actors)]
+        self._replicas = [Replica(i, a) for i, a in enumerate(actors)]
         self._queue: deque[list[Request]] = deque()  # batches waiting for a free slot
         self._calls: dict[ray.ObjectRef, _Call] = {}  # call ref -> what it carries
-        self._probes: dict[ray.ObjectRef, _Replica] = {}  # ping ref -> the replica it probes
-        self._affinity: OrderedDict[str, int] = OrderedDict()  # problem id -> replica index
+        self._probes: dict[ray.ObjectRef, Replica] = {}  # ping ref -> the replica it probes
+        self._router = Router(self._replicas, affinity_margin)
         self._outstanding: set[int] = set()  # request ids dispatched, not yet returned
         self._attempts: dict[int, int] = {}  # request id -> failed calls so far
         self._failed: list[Request] = []
-        self._last_error = ""  # why the last replica died, for NoReplicasError
+        self.last_error = ""  # the last call failure (backend exception or actor death), one line
         self._counts = dict(num_batches=0, num_calls=0, num_results=0, num_failures=0,
                             num_redispatched=0, num_replaced=0, num_retired=0, num_given_up=0)
 
@@ -187,7 +165,7 @@ class ReplicaPool:
         """Kill every actor (no restart). Requests in flight are dropped."""
         for replica in self._replicas:
             ray.kill(replica.handle, no_restart=True)
-        self._replicas = []
+        self._replicas.clear()
         self._calls.clear()
         self._probes.clear()
         self._queue.clear()
@@ -212,7 +190,7 @@ class ReplicaPool:
 
     # -- routing ----------------------------------------------------------------------
 
-    def _free(self, replica: _Replica) -> bool:
+    def _free(self, replica: Replica) -> bool:
         return (replica.healthy and not replica.retired
                 and replica.num_batches < self.max_in_flight_batches)
 
@@ -223,39 +201,13 @@ class ReplicaPool:
             if not free:
                 if all(r.retired for r in self._replicas):
                     raise NoReplicasError(f"pool {self.name!r}: every replica is dead and none "
-                                          f"can be rebuilt; last error: {self._last_error}")
+                                          f"can be rebuilt; last error: {self.last_error}")
                 return
             batch = self._queue.popleft()
-            for replica, requests in self._route(batch, free).items():
+            for replica, requests in self._router.route(batch, free).items():
                 self._send(replica, requests)
 
-    def _route(self, batch: list[Request], free: list[_Replica]) -> dict[_Replica, list[Request]]:
-        """Split ``batch`` by problem; each problem's requests go to one free replica."""
-        groups: dict[str | None, list[Request]] = {}  # problem id -> its requests in batch
-        for request in batch:
-            groups.setdefault(problem_of(request.prefix_id), []).append(request)
-        load = {r: r.num_requests for r in free}  # grows as groups are placed
-        plan: dict[_Replica, list[Request]] = {}
-        for problem, requests in groups.items():
-            least = min(free, key=lambda r: (load[r], r.num_batches, r.index))
-            replica = least
-            if problem is not None and problem in self._affinity:
-                home = self._replicas[self._affinity[problem]]
-                if home in load and load[home] - load[least] <= self.affinity_margin:
-                    replica = home
-            if problem is not None:
-                self._remember(problem, replica.index)
-            load[replica] += len(requests)
-            plan.setdefault(replica, []).extend(requests)
-        return plan
-
-    def _remember(self, problem: str, index: int) -> None:
-        self._affinity[problem] = index
-        self._affinity.move_to_end(problem)
-        if len(self._affinity) > _MAX_AFFINITY_ENTRIES:
-            self._affinity.popitem(last=False)
-
-    def _send(self, replica: _Replica, requests: list[Request]) -> None:
+    def _send(self, replica: Replica, requests: list[Request]) -> None:
         ref = getattr(replica.handle, self.method).remote(requests)
         self._calls[ref] = _Call(replica, requests)
         replica.num_requests += len(requests)
@@ -269,14 +221,16 @@ class ReplicaPool:
         call.replica.num_batches -= 1
         try:
             results = ray.get(ref)
-        except RayActorError:
+        except RayTaskError as e:  # the backend raised: the replica itself is fine
             self._counts["num_failures"] += 1
+            self.last_error = str(e).strip().splitlines()[-1]  # the backend's exception line
+            self._retry(call.requests, isolate=True)
+            return []
+        except RayError as e:  # RayActorError mostly: the replica died or is unreachable
+            self._counts["num_failures"] += 1
+            self.last_error = f"replica {call.replica.index}: " + str(e).strip().splitlines()[0]
             self._mark_unhealthy(call.replica)
             self._retry(call.requests, isolate=False)
-            return []
-        except RayTaskError:  # the backend raised: the replica itself is fine
-            self._counts["num_failures"] += 1
-            self._retry(call.requests, isolate=True)
             return []
         fresh = [r for r in results if r.request_id in self._outstanding]
         for result in fresh:
@@ -286,11 +240,16 @@ class ReplicaPool:
         return fresh
 
     def _retry(self, requests: list[Request], isolate: bool) -> None:
-        """Requeue at the front, or give up on requests out of attempts."""
+        """Requeue at the front, or give up on requests out of attempts.
+
+        A batch whose requests failed before goes back one request per call: if one
+        of them crashes replicas, the others then stop sharing its fate.
+        """
         retry = []
         for request in requests:
             attempts = self._attempts.get(request.request_id, 0) + 1
             self._attempts[request.request_id] = attempts
+            isolate = isolate or attempts >= 2
             if attempts >= self.max_attempts:
                 self._give_up(request)
             else:
@@ -305,7 +264,7 @@ class ReplicaPool:
         self._failed.append(request)
         self._counts["num_given_up"] += 1
 
-    def _mark_unhealthy(self, replica: _Replica) -> None:
+    def _mark_unhealthy(self, replica: Replica) -> None:
         if replica.healthy and not replica.retired:
             replica.healthy = False
             replica.probe_after = time.monotonic()
@@ -317,11 +276,11 @@ class ReplicaPool:
                 replica.probe_after = None
                 self._probes[replica.handle.ping.remote()] = replica
 
-    def _on_probe(self, ref: ray.ObjectRef, replica: _Replica) -> None:
+    def _on_probe(self, ref: ray.ObjectRef, replica: Replica) -> None:
         try:
             ray.get(ref)
         except ActorDiedError as e:  # dead for good: a ping to a restarting actor waits instead
-            self._last_error = str(e).splitlines()[0]
+            self.last_error = str(e).splitlines()[0]
             self._replace(replica, rebuild=not e.actor_init_failed)
             return
         except RayActorError:  # unreachable for now (network, restarting): ask again later
@@ -329,7 +288,7 @@ class ReplicaPool:
             return
         replica.healthy = True
 
-    def _replace(self, replica: _Replica, rebuild: bool) -> None:
+    def _replace(self, replica: Replica, rebuild: bool) -> None:
         """A replica dead for good: rebuild it with the factory, or retire it.
 
         A replica whose constructor raised is retired: its twin would raise too.
