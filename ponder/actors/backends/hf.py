@@ -2,8 +2,9 @@
 
 The generator runs its own decode loop instead of ``model.generate`` so that it can
 (1) compute each prompt once and copy its KV cache to the request's ``n`` samples,
-(2) draw each request's samples from its own seeded ``torch.Generator`` (a seed
-reproduces a request whatever else shares the batch), and (3) drop finished rows
+(2) draw each request's samples from its own seeded ``torch.Generator`` (the
+draws do not depend on what else shares the batch; only padding may move the
+logits in their last bits), and (3) drop finished rows
 from the batch as soon as they hit a stop string, EOS or their token limit.
 
 Nothing is downloaded: models load with ``local_files_only=True``.
@@ -159,11 +160,12 @@ class HFGenerator:
             keep = [k for k, row in enumerate(active) if not self._advance(requests, rows, row, tokens[k])]
             if not keep:
                 break
-            active = [active[k] for k in keep]
-            keep_t = torch.tensor(keep, device=self.device)
-            cache.reorder_cache(keep_t)
-            mask = torch.cat([mask[keep_t], torch.ones_like(mask[keep_t, :1])], dim=1)  # (R', L+t)
-            next_pos = next_pos[keep_t]
+            if len(keep) < len(active):  # drop finished rows so they cost nothing more
+                keep_t = torch.tensor(keep, device=self.device)
+                cache.reorder_cache(keep_t)
+                mask, next_pos = mask[keep_t], next_pos[keep_t]
+                active = [active[k] for k in keep]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # (R', L+t)
             step_ids = torch.tensor([[rows.token_ids[r][-1]] for r in active], device=self.device)  # (R', 1)
             logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos[:, None],
                                 past_key_values=cache, use_cache=True).logits[:, -1]  # (R', V)
