@@ -62,6 +62,12 @@ def test_actor_classes_answer_like_their_backend_in_process():
     assert (info.role, info.backend, info.pid, info.num_requests) == ("generator", "scripted", os.getpid(), 0)
 
 
+def test_a_temp_dir_too_long_for_ray_sockets_is_refused_before_starting():
+    with pytest.raises(ValueError, match="ray.temp_dir .* too long .* at most 43 characters"):
+        connect(temp_dir="/tmp/" + "x" * 60)
+    assert not ray.is_initialized()
+
+
 # -- on Ray -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

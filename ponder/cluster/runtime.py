@@ -23,6 +23,9 @@ from typing import Any
 import ray
 
 _counter = itertools.count()
+# Ray puts unix sockets at <temp_dir>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store
+# (up to 64 characters after temp_dir) and the kernel caps a socket path at 107.
+MAX_TEMP_DIR_CHARS = 43
 
 
 @dataclass
@@ -77,7 +80,8 @@ def connect(config: Any = None, *, address: str | None = None, num_cpus: int | N
 
     Raises:
         RuntimeError: Ray is already initialized in this process (by someone else).
-        ValueError: ``num_cpus`` or ``temp_dir`` given while joining a cluster.
+        ValueError: ``num_cpus`` or ``temp_dir`` given while joining a cluster, or a
+            ``temp_dir`` too long for Ray's unix sockets.
     """
     get = (config.get if isinstance(config, dict)
            else lambda k: getattr(config, k, None) if config is not None else None)
@@ -85,6 +89,10 @@ def connect(config: Any = None, *, address: str | None = None, num_cpus: int | N
     num_cpus = num_cpus if num_cpus is not None else get("num_cpus")
     temp_dir = temp_dir if temp_dir is not None else get("temp_dir")
     runtime_env = dict(runtime_env if runtime_env is not None else get("runtime_env") or {})
+    if temp_dir is not None and len(os.path.abspath(temp_dir)) > MAX_TEMP_DIR_CHARS:
+        raise ValueError(f"ray.temp_dir {temp_dir!r} is too long for Ray's unix socket paths: "
+                         f"use at most {MAX_TEMP_DIR_CHARS} characters (e.g. /tmp/ponder-ray), "
+                         f"or leave it unset")
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialized in this process; call ray.shutdown() "
                            "or use the existing connection instead of connect()")
