@@ -208,3 +208,12 @@ def test_batched_scoring_equals_one_path_at_a_time(models):
     for path, scores in zip(paths, together):
         alone = prm.score([ScoreRequest(request_id=2, prompt="Input: 4 4 6 8", paths=[path])])[0].step_scores[0]
         assert scores == pytest.approx(alone, abs=1e-5)
+
+
+def test_remote_code_prm_loads_with_the_class_its_auto_map_names(tmp_path):
+    from ponder.actors.backends.hf import _prm_auto_class
+
+    (tmp_path / "config.json").write_text('{"auto_map": {"AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel"}}')
+    assert _prm_auto_class(str(tmp_path), "reward_head", trust_remote_code=True) == "AutoModel"
+    assert _prm_auto_class(str(tmp_path), "reward_head", trust_remote_code=False) == "AutoModelForTokenClassification"
+    assert _prm_auto_class(str(tmp_path), "label_tokens", trust_remote_code=True) == "AutoModelForCausalLM"

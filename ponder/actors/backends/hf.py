@@ -12,6 +12,7 @@ Nothing is downloaded: models load with ``local_files_only=True``.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -216,6 +217,17 @@ class HFGenerator:
         return bool(rows.finish[row])
 
 
+def _prm_auto_class(path: str, mode: str, trust_remote_code: bool) -> str:
+    """The auto class a PRM loads with; a checkpoint whose remote code maps only AutoModel
+    (Qwen2.5-Math-PRM's ``Qwen2ForProcessRewardModel``) loads with AutoModel."""
+    if mode == "label_tokens":
+        return "AutoModelForCausalLM"
+    auto_map = json.loads((Path(path) / "config.json").read_text()).get("auto_map", {})
+    if trust_remote_code and "AutoModel" in auto_map and "AutoModelForTokenClassification" not in auto_map:
+        return "AutoModel"
+    return "AutoModelForTokenClassification"
+
+
 def _eos_ids(model, tokenizer) -> set[int]:
     eos = getattr(model.generation_config, "eos_token_id", None)
     if eos is None:
@@ -272,8 +284,9 @@ class HFVerifier:
         dtype: "float32" (default), "bfloat16" or "float16".
         device: torch device, "cpu" by default.
         auto_class: transformers auto class to load with; by default
-            AutoModelForCausalLM for "label_tokens" and AutoModelForTokenClassification
-            for "reward_head" (Qwen2.5-Math-PRM needs "AutoModel" and trust_remote_code).
+            AutoModelForCausalLM for "label_tokens", and for "reward_head"
+            AutoModelForTokenClassification, or AutoModel when the checkpoint's remote
+            code maps only that (Qwen2.5-Math-PRM, with trust_remote_code=True).
         max_batch_paths: paths per forward pass.
         trust_remote_code: allow a checkpoint's own modelling code.
 
@@ -291,8 +304,7 @@ class HFVerifier:
         self.convention = resolve_convention(convention)
         self.device = torch.device(device)
         self.tokenizer = load_tokenizer(path, trust_remote_code)
-        default = "AutoModelForCausalLM" if self.convention.mode == "label_tokens" else "AutoModelForTokenClassification"
-        loader = getattr(transformers, auto_class or default)
+        loader = getattr(transformers, auto_class or _prm_auto_class(path, self.convention.mode, trust_remote_code))
         self.model = loader.from_pretrained(
             path, local_files_only=True, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code
         ).to(self.device).eval()
