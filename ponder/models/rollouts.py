@@ -3,10 +3,16 @@
 Each rollout is one whole sampled solution (decoded to the end-of-sequence
 token, not step by step, so a puzzle's samples share one prompt prefill), cut
 at its first ``Answer:`` line and labelled by the task's exact checker.
+
+Some rollouts start after one or two random valid steps instead of at the
+prompt. A generator trained on solutions rarely walks into a dead end on its
+own train puzzles, but search on new puzzles does all the time; these rollouts
+show the verifier such states and how the generator fares from them.
 """
 
 from __future__ import annotations
 
+import random
 import time
 
 from ponder.models.data import Rollout, assert_not_test, prompt_for
@@ -36,31 +42,42 @@ def is_correct(numbers, steps: list[str]) -> bool:
 
 
 def collect_rollouts(model: GPT, tokenizer: CharTokenizer, puzzles, num_rollouts: int,
-                     temperature: float = 1.0, seed: int = 0, puzzles_per_call: int = 32,
+                     temperature: float = 1.0, seed: int = 0, num_random_prefixes: int = 0,
+                     prefix_rollouts: int = 2, puzzles_per_call: int = 32,
                      log_every_s: float = 30.0) -> list[Rollout]:
-    """``num_rollouts`` sampled solutions of every puzzle, each labelled right or wrong.
+    """Sampled solutions of every puzzle, each labelled right or wrong.
+
+    Args:
+        num_rollouts: solutions sampled from each puzzle's prompt.
+        num_random_prefixes: random valid 1- or 2-step starts per puzzle ...
+        prefix_rollouts: ... each continued this many times by the generator.
 
     Raises:
         AssertionError: if a test puzzle (900-999) is among ``puzzles``.
     """
     sampler = BatchGenerator(model, tokenizer, max_cache_tokens=0)
+    rng = random.Random(seed)
     rollouts: list[Rollout] = []
     last_log = start = time.time()
     for first in range(0, len(puzzles), puzzles_per_call):
-        chunk = puzzles[first:first + puzzles_per_call]
-        requests = []
-        for j, numbers in enumerate(chunk):
+        starts = []  # (numbers, forced steps, samples)
+        for numbers in puzzles[first:first + puzzles_per_call]:
             assert_not_test(numbers)
-            requests.append(GenerateRequest(
-                request_id=first + j, prefix=prompt_for(numbers), n=num_rollouts,
-                max_new_tokens=model.config.block_size, stop=(), temperature=temperature,
-                seed=seed * 1_000_003 + first + j))
-        for numbers, result in zip(chunk, sampler.generate(requests)):
+            starts.append((tuple(numbers), [], num_rollouts))
+            for _ in range(num_random_prefixes):
+                forced = game24.random_valid_steps(numbers, rng, rng.choice((1, 2)))
+                starts.append((tuple(numbers), forced, prefix_rollouts))
+        requests = [GenerateRequest(
+            request_id=i, prefix=prompt_for(numbers) + "".join(f + "\n" for f in forced), n=n,
+            max_new_tokens=model.config.block_size, stop=(), temperature=temperature,
+            seed=rng.getrandbits(62)) for i, (numbers, forced, n) in enumerate(starts) if n > 0]
+        live = [start for start in starts if start[2] > 0]
+        for (numbers, forced, _), result in zip(live, sampler.generate(requests)):
             for text in result.texts:
-                steps = split_steps(text)
-                rollouts.append(Rollout(tuple(numbers), steps, is_correct(numbers, steps)))
+                steps = forced + split_steps(text)
+                rollouts.append(Rollout(numbers, steps, is_correct(numbers, steps)))
         if time.time() - last_log > log_every_s:
             last_log = time.time()
-            done = first + len(chunk)
+            done = min(len(puzzles), first + puzzles_per_call)
             print(f"[rollouts] {done}/{len(puzzles)} puzzles, {last_log - start:.0f}s", flush=True)
     return rollouts

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--n-head", type=int, default=4)
     g.add_argument("--n-embd", type=int, default=128)
     g.add_argument("--rollouts", type=int, default=16, help="verifier rollouts per train puzzle")
+    g.add_argument("--random-prefixes", type=int, default=8,
+                   help="per train puzzle: random valid 1-2 step starts the generator continues")
+    g.add_argument("--prefix-rollouts", type=int, default=2, help="continuations of each random start")
     g.add_argument("--rollout-temperature", type=float, default=1.0)
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     g.add_argument("--seed", type=int, default=0)
@@ -125,8 +128,9 @@ def train_generator(args, puzzles) -> tuple[GPT, CharTokenizer]:
 def train_verifier(args, generator: GPT, tokenizer: CharTokenizer, puzzles) -> ProcessRewardModel:
     rng = random.Random(args.seed + 1)
     start = time.time()
-    rollouts = collect_rollouts(generator, tokenizer, puzzles, args.rollouts,
-                                args.rollout_temperature, seed=args.seed)
+    rollouts = collect_rollouts(generator, tokenizer, puzzles, args.rollouts, args.rollout_temperature,
+                                seed=args.seed, num_random_prefixes=args.random_prefixes,
+                                prefix_rollouts=args.prefix_rollouts)
     num_right = sum(r.correct for r in rollouts)
     print(f"[rollouts] {len(rollouts)} rollouts, {num_right / max(1, len(rollouts)):.1%} right, "
           f"{time.time() - start:.0f}s", flush=True)
@@ -152,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"[generator] saved to {args.out} after {time.time() - start:.0f}s", flush=True)
     verifier = train_verifier(args, generator, tokenizer, puzzles)
     checkpoint.save_model(verifier, tokenizer, args.out, checkpoint.VERIFIER_NAME,
-                          {**info, "steps": args.ver_steps, "rollouts_per_puzzle": args.rollouts})
+                          {**info, "steps": args.ver_steps, "rollouts_per_puzzle": args.rollouts,
+                           "random_prefixes": args.random_prefixes, "prefix_rollouts": args.prefix_rollouts})
     print(f"[done] generator and verifier in {Path(args.out)} after {time.time() - start:.0f}s", flush=True)
     return 0
 
