@@ -104,6 +104,16 @@ def test_custom_scale_and_non_contiguous_inputs():
     torch.testing.assert_close(out.double(), naive_attention(q, kp, vp, ks, vs, scale=0.3), **TOLERANCE[torch.float32])
 
 
+def test_gradients_match_naive_attention():
+    inputs = [x.double().requires_grad_() for x in make_inputs(3, 2, 20, 6, 4, 32, torch.float64, seed=9)]
+    naive_inputs = [x.detach().clone().requires_grad_() for x in inputs]
+    weights = torch.randn(3, 2, 4, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (shared_prefix_attention(*inputs) * weights).sum().backward()
+    (naive_attention(*naive_inputs) * weights).sum().backward()
+    for mine, reference in zip(inputs, naive_inputs):
+        torch.testing.assert_close(mine.grad, reference.grad)
+
+
 def test_merge_attention_states_equals_attention_over_union():
     g = torch.Generator().manual_seed(0)
     scores = torch.randn(5, 12, generator=g, dtype=torch.float64)  # (rows, keys)

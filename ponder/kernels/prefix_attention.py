@@ -99,15 +99,21 @@ def _attend(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention and its log-sum-exp; q is already scaled. q (..., M, D), k, v (..., N, D).
 
-    In-place exp on the one score buffer: the largest temporary is a single (..., M, N).
+    Without autograd, exp runs in place on the one score buffer, so the largest
+    temporary is a single (..., M, N).
     """
     scores = torch.matmul(q, k.transpose(-1, -2))  # (..., M, N)
     if mask is not None:
         scores.masked_fill_(~mask, float("-inf"))  # every row keeps at least one key
     row_max = scores.amax(dim=-1, keepdim=True)  # (..., M, 1)
-    probs = scores.sub_(row_max).exp_()  # (..., M, N) unnormalised
-    row_sum = probs.sum(dim=-1, keepdim=True)  # (..., M, 1)
-    out = torch.matmul(probs, v).div_(row_sum)  # (..., M, D)
+    if scores.requires_grad:  # autograd needs its saved tensors intact: no in-place ops
+        probs = torch.exp(scores - row_max)  # (..., M, N) unnormalised
+        row_sum = probs.sum(dim=-1, keepdim=True)  # (..., M, 1)
+        out = torch.matmul(probs, v) / row_sum  # (..., M, D)
+    else:
+        probs = scores.sub_(row_max).exp_()  # (..., M, N) unnormalised
+        row_sum = probs.sum(dim=-1, keepdim=True)  # (..., M, 1)
+        out = torch.matmul(probs, v).div_(row_sum)  # (..., M, D)
     lse = (row_max + torch.log(row_sum)).squeeze(-1)  # (..., M)
     return out, lse
 
@@ -122,8 +128,11 @@ def _prefix_part(
     # Row chunks bound the (H, rows, P) score buffer; rows are independent, so no merge.
     rows_per_chunk = max(1, _MAX_SCORE_ELEMENTS // (num_heads * k_prefix.shape[1]))
     parts = [_attend(chunk, k_prefix, v_prefix) for chunk in q_rows.split(rows_per_chunk, dim=1)]
-    out = torch.cat([o for o, _ in parts], dim=1)  # (H, n*T, D)
-    lse = torch.cat([l for _, l in parts], dim=1)  # (H, n*T)
+    if len(parts) == 1:
+        out, lse = parts[0]  # (H, n*T, D), (H, n*T)
+    else:
+        out = torch.cat([o for o, _ in parts], dim=1)  # (H, n*T, D)
+        lse = torch.cat([l for _, l in parts], dim=1)  # (H, n*T)
     out = out.reshape(num_heads, n, t, d).permute(1, 0, 2, 3)  # (n, H, T, D)
     lse = lse.reshape(num_heads, n, t).permute(1, 0, 2)  # (n, H, T)
     return out, lse
