@@ -323,6 +323,8 @@ def collect(pools: Sequence[Any], timeout: float | None = 0.0) -> list[Result]:
     pools = [p for p in pools if p is not None]
     refs = [ref for pool in pools for ref in pool.refs()]
     if not refs:
+        if timeout and any(pool.num_in_flight for pool in pools):
+            time.sleep(min(timeout, _PROBE_BACKOFF_S / 10))  # waiting for a probe to fall due
         return []
     ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
     if ready:  # take everything else that is also done, without waiting
