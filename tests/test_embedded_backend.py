@@ -78,6 +78,13 @@ def test_verifier_counts_and_cached_scores_match_full_forward(tiny):
     assert seen["positions"] == len(longer[-1]) + 1
     assert res2.num_prompt_tokens - res2.num_cached_prompt_tokens == seen["positions"]
     assert res2.step_scores[0][:3] == pytest.approx(res.step_scores[0], abs=1e-5)
+    # Children of different parents (as beam search scores them) each reuse their own parent.
+    seen["positions"] = 0
+    children = [PATHS[1] + ["5 * 12 = 60 (left: 60)"], PATHS[2] + ["6 + 9 = 15 (left: 10 15)"]]
+    res3 = backend.score([ScoreRequest(2, PROMPT, children)])[0]
+    assert seen["positions"] == sum(len(c[-1]) + 1 for c in children)
+    assert res3.num_prompt_tokens - res3.num_cached_prompt_tokens == seen["positions"]
+    assert [s[:-1] for s in res3.step_scores] == [pytest.approx(res.step_scores[i], abs=1e-5) for i in (1, 2)]
 
 
 def test_model_specs_feed_the_flop_formula(tiny):

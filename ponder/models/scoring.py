@@ -5,8 +5,9 @@ steps of their common ancestor. Each request is scored in two stages:
 1. The longest prefix common to all its paths is looked up in the prefix cache
    (which keeps the PRM's per-position scores beside the keys and values); only
    the positions past the cached part are computed.
-2. The paths' own suffixes run as one group over that shared prefix, through
-   ``shared_prefix_attention``.
+2. Each path is looked up again on its own (a child's path extends its parent's,
+   scored earlier); the paths continuing the same cached entry run as one group
+   over it, through ``shared_prefix_attention``.
 Every path's KV and scores then go into the cache, so scoring a child later
 computes only the child's new step.
 """
@@ -40,23 +41,29 @@ class _Job:
         self.common = _common_prefix_len(self.paths)
         self.num_cached = 0  # positions of the common prefix found in the cache
         self.entry: CacheEntry | None = None  # the common prefix's entry once computed
-        self.suffix_scores: torch.Tensor | None = None  # (num_paths, S) scores past the common prefix
+        self.path_entries: list[CacheEntry | None] = [None] * len(self.paths)  # longest cached prefix
+        self.suffix_scores: list[torch.Tensor | None] = [None] * len(self.paths)  # (S_i,) past it
+
+    def matched(self, i: int) -> int:
+        entry = self.path_entries[i]
+        return len(entry.tokens) if entry is not None else 0
 
     def result(self) -> ScoreResult:
-        _, _, prefix_scores = self.entry.full() if self.entry is not None else (None, None, None)
         step_scores = []
         for i, ends in enumerate(self.ends):
+            start = self.matched(i)
+            cached = self.path_entries[i].full()[2] if start else None  # (start,)
             scores = []
             for e in ends:
                 if e >= len(self.paths[i]):
                     scores.append(0.0)  # past the model's context: never trust it
-                elif e < self.common:
-                    scores.append(float(prefix_scores[e]))
+                elif e < start:
+                    scores.append(float(cached[e]))
                 else:
-                    scores.append(float(self.suffix_scores[i, e - self.common]))
+                    scores.append(float(self.suffix_scores[i][e - start]))
             step_scores.append(scores)
         total = sum(len(p) for p in self.paths)
-        computed = (self.common - self.num_cached) + sum(len(p) - self.common for p in self.paths)
+        computed = (self.common - self.num_cached) + sum(len(p) - self.matched(i) for i, p in enumerate(self.paths))
         return ScoreResult(self.request.request_id, step_scores, num_prompt_tokens=total,
                            num_cached_prompt_tokens=total - computed)
 
@@ -98,7 +105,7 @@ class BatchScorer:
         jobs = [_Job(r, self.tokenizer, self.model.config.block_size, self.delimiter) for r in requests]
         live = [j for j in jobs if j.paths]
         self._common_stage(live)
-        self._suffix_stage([j for j in live if any(len(p) > j.common for p in j.paths)])
+        self._suffix_stage(live)
         return [j.result() for j in jobs]
 
     def _group_over(self, entry: CacheEntry | None, num_rows: int, capacity: int) -> GroupCache:
@@ -125,20 +132,29 @@ class BatchScorer:
                 j.entry = self.cache.insert(tuple(j.paths[0][:j.common]), j.entry, k, v, scores[row].clone())
 
     def _suffix_stage(self, jobs: list[_Job]) -> None:
-        buckets: dict[int, list[tuple[_Job, GroupCache]]] = {}  # padded suffix length -> (job, group)
+        """Each path past its own longest cached prefix; paths over the same entry form one group."""
+        buckets: dict[int, list[tuple[_Job, list[int], GroupCache]]] = {}  # width -> (job, paths, group)
         for j in jobs:
-            width = max(len(p) for p in j.paths) - j.common
-            buckets.setdefault(width, []).append((j, self._group_over(j.entry, len(j.paths), width)))
-        for width, members in buckets.items():
-            rows = [p[j.common:] + [PAD_ID] * (width - len(p) + j.common) for j, _ in members for p in j.paths]
+            by_entry: dict[int, list[int]] = {}  # id(entry) -> indices of paths continuing it
+            for i, path in enumerate(j.paths):
+                j.path_entries[i] = self.cache.lookup(path) or j.entry
+                if j.matched(i) < len(path):
+                    by_entry.setdefault(id(j.path_entries[i]), []).append(i)
+            for members in by_entry.values():
+                entry = j.path_entries[members[0]]
+                width = max(len(j.paths[i]) for i in members) - j.matched(members[0])
+                group = self._group_over(entry, len(members), width)
+                buckets.setdefault(width, []).append((j, members, group))
+        for width, groups in buckets.items():
             # Padding sits after each path's last token, so causal attention keeps it out of real positions.
-            scores = self.model.forward_groups(torch.tensor(rows), [g for _, g in members])  # (R, width)
+            rows = [j.paths[i][j.matched(i):] + [PAD_ID] * (width - len(j.paths[i]) + j.matched(i))
+                    for j, members, _ in groups for i in members]
+            scores = self.model.forward_groups(torch.tensor(rows), [g for _, _, g in groups])  # (R, width)
             row = 0
-            for j, group in members:
-                j.suffix_scores = scores[row:row + len(j.paths)]
-                for i, path in enumerate(j.paths):
-                    own = len(path) - j.common
-                    if own > 0:
-                        k, v = group.row_suffix(i, own)  # (L, nh, own, hs)
-                        self.cache.insert(tuple(path), j.entry, k, v, j.suffix_scores[i, :own].clone())
-                row += len(j.paths)
+            for j, members, group in groups:
+                for r, i in enumerate(members):
+                    own = len(j.paths[i]) - j.matched(i)
+                    j.suffix_scores[i] = scores[row + r, :own].clone()  # (own,)
+                    k, v = group.row_suffix(r, own)  # (L, nh, own, hs)
+                    self.cache.insert(tuple(j.paths[i]), j.path_entries[i], k, v, j.suffix_scores[i])
+                row += len(members)
