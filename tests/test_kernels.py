@@ -256,6 +256,16 @@ def test_per_row_parameters_equal_separate_calls():
         torch.testing.assert_close(together[row], alone[0])
 
 
+@pytest.mark.parametrize("top_p", [1.0, 0.9999999])
+def test_banned_tokens_with_minus_inf_logits_are_never_drawn(top_p):
+    logits = random_logits(2000, 8, seed=9, spread=0.01)  # (B, V) almost uniform
+    logits[:, [0, 5]] = float("-inf")  # e.g. PAD and BOS
+    tokens, logprobs = sample(logits, top_p=top_p, generator=torch.Generator().manual_seed(0))
+    assert not bool(((tokens == 0) | (tokens == 5)).any())
+    assert bool(torch.isfinite(logprobs).all())
+    assert bool((sampling_probs(logits, top_p=top_p)[:, [0, 5]] == 0).all())
+
+
 def test_top_k_at_or_above_vocab_is_off():
     logits = random_logits(3, 10, seed=8)
     torch.testing.assert_close(sampling_probs(logits, top_k=10), torch.softmax(logits, dim=-1))

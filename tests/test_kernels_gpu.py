@@ -136,6 +136,13 @@ def test_sampling_reproducible_and_logprobs(device):
     assert (sampling_probs(logits, **kwargs).gather(1, a[:, None]) > 0).all()
 
 
+def test_banned_tokens_never_drawn(device):
+    logits = (torch.randn(256, 8, generator=torch.Generator().manual_seed(6)) * 0.01).to(device)  # (B, V)
+    logits[:, [0, 5]] = float("-inf")
+    tokens, logprobs = _sample_triton(logits, top_p=0.9999999, generator=torch.Generator(device=device).manual_seed(0))
+    assert not bool(((tokens == 0) | (tokens == 5)).any()) and bool(torch.isfinite(logprobs).all())
+
+
 @pytest.mark.parametrize("params", [dict(), dict(temperature=0.5, top_k=5), dict(temperature=1.3, top_p=0.7)], ids=str)
 def test_sampling_frequencies_match_filtered_distribution(device, params):
     num_draws, vocab = (40_000, 20) if device == "cuda" else (2_000, 20)

@@ -114,7 +114,8 @@ def _filtered(logits, temperature, top_k, top_p):
     temp, k, p = expand_params(logits, temperature, top_k, top_p)
     scaled = scale_logits(logits, temp)  # (B, V)
     cutoff = sampling_cutoffs(scaled, k, p)  # (B,)
-    keep = scaled >= cutoff.unsqueeze(1)  # (B, V)
+    # -inf logits (banned tokens) stay out even when the cutoff is -inf.
+    keep = (scaled >= cutoff.unsqueeze(1)) & (scaled > float("-inf"))  # (B, V)
     return temp, scaled, keep
 
 
@@ -148,6 +149,7 @@ def sample_torch(
     tokens = logits.argmax(dim=-1)  # (B,) greedy choice
     if not bool(greedy_rows.all()):
         exp_noise = torch.empty_like(scaled).exponential_(generator=generator)  # (B, V) Exp(1)
+        exp_noise.clamp_(min=torch.finfo(exp_noise.dtype).tiny)  # a 0 draw would give +inf noise
         # -log(Exp(1)) is Gumbel(0, 1); where() keeps a +inf draw off a removed token's -inf.
         perturbed = torch.where(keep, scaled - torch.log(exp_noise), float("-inf"))  # (B, V)
         tokens = torch.where(greedy_rows, tokens, perturbed.argmax(dim=-1))  # (B,)
