@@ -148,8 +148,8 @@ def test_extra_axes_name_their_cells_and_set_their_values():
     ({"grid": {"budget": 1e6}}, "grid.budget must be a non-empty list"),
     ({"grid": {"budget": [1e6, 1e6]}}, "lists a value twice"),
     ({"grid": {"budget": [1], "search.strategy": ["beam"], "strategy": ["mcts"]}}, "names 'search.strategy' twice"),
-    ({"grid": {"strategy": ["beam"], "budget": [1]}, "strategy_params": {"mcts": {}}},
-     "strategy_params.mcts: 'mcts' is not in the grid's strategies"),
+    ({"grid": {"strategy": ["beam"], "budget": [1]}, "strategy_params": {"bets_of_n": {}}},
+     "strategy_params.bets_of_n: unknown strategy 'bets_of_n'; valid: beam, best_of_n"),
     ({"grid": {"budget": [1]}, "range": 54059}, "range must be a string, got 54059 (quote it"),
     ({"grid": {"strategy": ["nope"], "budget": [1]}}, "sweep cell nope__flops1: search.strategy: unknown strategy"),
     ({"grid": {"strategy": ["beam"], "budget": [-5]}}, "budget.flops_per_problem must be positive"),
@@ -176,6 +176,10 @@ def test_base_file_next_to_the_sweep_and_command_line_overrides(tmp_path):
     assert cells[0].config.search.params == {"n": 4}
     assert (cells[0].config.search.seed, cells[0].config.engine.max_batch_requests) == (3, 5)
     assert (cells[0].config.engine.max_batch_tokens, cells[0].config.generator.backend) == (999, "scripted")
+    # Narrowing the grid leaves params of strategies it no longer runs unused, not an error.
+    narrowed = load_sweep(data={"base": BASE, "grid": {"strategy": ["beam"], "budget": [1]},
+                                "strategy_params": {"mcts": {"num_simulations": 4}}})
+    assert [c.strategy for c in expand_grid(narrowed)] == ["beam"]
     assert spec.range == "2:4"
     with pytest.raises(SweepError, match="base config 'missing.yaml' not found"):
         load_sweep(data={"base": "missing.yaml", "grid": {"budget": [1]}})
