@@ -22,12 +22,13 @@ SOLVE_EPILOG = """\
 examples:
   ponder solve --config configs/game24.yaml --range 900:910
   ponder solve --config configs/game24_mcts.yaml --set budget.flops_per_problem=2e12
-  ray job submit --working-dir . -- ponder solve --config configs/game24.yaml --range 900:1000
+  ray job submit --working-dir . -- ponder solve --config configs/game24.yaml --range 900:1000 --out /abs/run
 
 PATH is a JSONL file (one {"id": ..., "problem": ...} per line) or a ToT-style 24.csv.
 Without --problems the config's task.problems is used, else the task's own data
 (game24: the bundled 24.csv). Outputs: DIR/results.jsonl (one line per problem, written
-as each finishes), DIR/summary.json and DIR/config.yaml."""
+as each finishes), DIR/summary.json and DIR/config.yaml. Under `ray job submit` give
+--out an absolute path: the job runs in a temporary copy of the working dir."""
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
