@@ -276,9 +276,9 @@ class Engine:
             ValueError: duplicate problem ids. EngineError: the job cannot go on.
         """
         config = self.config
+        pools = self.pools()  # before the run directory: a model that fails to load leaves none
         with ResultWriter(out_dir) as writer:
             writer.write_config(config.to_dict())
-            pools = self.pools()
             mode = config.output.progress if progress else "off"
             start = time.monotonic()
             with Progress(len(problems), mode, config.output.progress_interval_s) as bar:
