@@ -33,7 +33,7 @@ class ModelConfig:
     """One model role (generator or verifier): which backend, where, how many copies."""
 
     backend: str = "embedded"  # one of BACKENDS, or "package.module:Class" of your own
-    model_path: str | None = None  # embedded: None = the shipped weights; required for hf/vllm
+    model_path: str | None = None  # a local checkpoint folder; embedded: None = the shipped weights
     num_replicas: int = 1  # actors serving this role; the pool routes between them
     num_cpus: float = 1.0  # per replica
     num_gpus: float = 0.0  # per replica; fractions share a GPU (e.g. 0.5 for two replicas)
@@ -302,7 +302,7 @@ def _validate_model(m: ModelConfig, where: str) -> None:
         _choice(f"{where}.backend", m.backend, BACKENDS, " or 'package.module:Class'")
     if m.backend in NEEDS_MODEL_PATH and not m.model_path:
         raise ConfigError(f"{where}.model_path is required for backend {m.backend!r} "
-                          f"(a local directory or a Hugging Face model id)")
+                          f"(a local checkpoint folder with a config.json; ponder never downloads)")
     _positive(f"{where}.num_replicas", m.num_replicas)
     _positive(f"{where}.tensor_parallel_size", m.tensor_parallel_size)
     if m.num_cpus < 0 or m.num_gpus < 0:
