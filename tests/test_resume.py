@@ -1,0 +1,142 @@
+"""Resume through the scheduler: a job checkpointed with requests in flight, crashed and
+restored, finishes every problem with the answers, FLOPs and counters of a job never
+interrupted, and with caps, never passes them."""
+
+from __future__ import annotations
+
+import pytest
+
+from ponder.cluster.checkpoint import (JobState, RequestIds, TrackedStrategy, add_stats, load_job,
+                                       save_job)
+from ponder.search.budget import BudgetManager
+from ponder.search.scheduler import Scheduler
+from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedTask, ScriptedVerifier
+from ponder.search.strategies import JobContext, get_strategy
+from ponder.search.tree import Tree
+
+TASK = ScriptedTask()
+PROBLEMS = [ScriptedProblem(f"Q{i}: resume\n", answer=str(40 + i), num_steps=3 + i % 2,
+                            p_correct=0.5 + 0.1 * (i % 3)) for i in range(5)]
+SIZES = {
+    "best_of_n": {"n": 6}, "beam": {"beam_width": 2, "expansion_factor": 2},
+    "dvts": {"num_samples": 8, "beam_width": 4}, "rebase": {"width": 6},
+    "mcts": {"num_simulations": 12, "rollout_depth": 1}, "compute_optimal": {"num_probe_samples": 4, "max_solution_tokens": 80},
+}
+
+
+class Job:
+    """The engine loop in miniature: results of a step are delivered one step later, so a
+    checkpoint taken between steps always has requests in flight."""
+
+    def __init__(self, state: JobState):
+        self.state = state
+        self.scheduler = Scheduler(state.budget, ScriptedGenerator().model_spec(),
+                                   ScriptedVerifier().model_spec(), max_batch_requests=4)
+        self.active = {s.problem_id: s for s in state.strategies}  # problem_id -> strategy
+        for strategy in state.strategies:
+            self.scheduler.add(strategy)
+        self.generator = ScriptedGenerator(PROBLEMS, seed=2)
+        self.verifier = ScriptedVerifier(PROBLEMS, seed=2)
+        self.in_flight = []  # results computed but not yet delivered
+        self.max_in_flight = 0
+
+    def step(self) -> None:
+        plan = self.scheduler.schedule()
+        results = [r for b in plan.generate_batches for r in self.generator.generate(b)]
+        results += [r for b in plan.score_batches for r in self.verifier.score(b)]
+        self.scheduler.update(self.in_flight)
+        self.in_flight = results
+        self.max_in_flight = max(self.max_in_flight, self.scheduler.num_in_flight)
+        for answer in self.scheduler.pop_finished():
+            pid = answer.problem_id
+            budget = self.state.budget
+            self.state.finished[pid] = {
+                "id": pid, "answer": answer.answer, "trace": answer.trace,
+                "stop_reason": answer.stop_reason, "flops": budget.spent(pid),
+                "flops_by_model": budget.spent_by_model(pid),
+                "stats": add_stats(self.state.stats.pop(pid, None), answer.extra["stats"])}
+            del self.active[pid]
+
+    def run(self, max_steps: int = 10_000) -> int:
+        for steps in range(max_steps):
+            if not self.scheduler.has_work and not self.in_flight:
+                return steps
+            self.step()
+        raise AssertionError("job did not finish")
+
+    def snapshot(self) -> JobState:
+        state = self.state
+        state.strategies = list(self.active.values())
+        state.stats = {pid: add_stats(state.stats.get(pid), self.scheduler.stats(pid).to_dict())
+                       for pid in self.active}
+        return state
+
+
+def new_state(name: str, flops_total=None, flops_per_problem=None) -> JobState:
+    budget = BudgetManager(flops_total, flops_per_problem)
+    ids, context = RequestIds(), JobContext(budget=budget)
+    cls = get_strategy(name)
+    params = cls.Params.from_dict(SIZES[name])
+    strategies = [TrackedStrategy(cls(Tree(f"p{i}", p.prompt), TASK, params, i, ids, context))
+                  for i, p in enumerate(PROBLEMS)]
+    return JobState([s.problem_id for s in strategies], budget, ids, context, strategies)
+
+
+def crash_and_resume(name: str, cut: int, tmp_path, **caps) -> Job:
+    job = Job(new_state(name, **caps))
+    for _ in range(cut):
+        job.step()
+    while job.scheduler.num_in_flight == 0 and job.scheduler.has_work:
+        job.step()  # cut where requests are in flight
+    assert job.scheduler.num_in_flight > 0, "the job ended before the cut"
+    path = tmp_path / "checkpoint.ponder"
+    save_job(path, job.snapshot(), TASK)
+    del job  # the crash: scheduler, pools and undelivered results are gone
+    resumed = Job(load_job(path, TASK))
+    resumed.run()
+    return resumed
+
+
+def outcome(job: Job) -> dict:
+    return {pid: (r["answer"], r["trace"], r["stop_reason"], r["flops"], r["stats"])
+            for pid, r in sorted(job.state.finished.items())}
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_resumed_job_matches_an_uninterrupted_one(name, tmp_path):
+    whole = Job(new_state(name))
+    num_steps = whole.run()
+    assert whole.max_in_flight > 0
+    resumed = crash_and_resume(name, max(1, num_steps // 2), tmp_path)
+    assert outcome(resumed) == outcome(whole)  # answers, FLOPs and counters, none counted twice
+    assert resumed.state.budget.job_spent == whole.state.budget.job_spent
+    assert resumed.state.budget.job_reserved == 0
+
+
+@pytest.mark.parametrize("name", ["beam", "mcts", "compute_optimal"])
+def test_caps_hold_across_a_resume(name, tmp_path):
+    whole = Job(new_state(name))
+    whole.run()
+    per_problem = max(r["flops"] for r in whole.state.finished.values()) // 2
+    total = whole.state.budget.job_spent // 2
+    resumed = crash_and_resume(name, 2, tmp_path, flops_total=total, flops_per_problem=per_problem)
+    budget = resumed.state.budget
+    assert set(resumed.state.finished) == {f"p{i}" for i in range(len(PROBLEMS))}
+    assert all(r["flops"] <= per_problem for r in resumed.state.finished.values())
+    assert budget.job_spent <= total and budget.job_reserved == 0
+    assert budget.job_spent == sum(r["flops"] for r in resumed.state.finished.values())
+
+
+def test_two_crashes_in_a_row(tmp_path):
+    whole = Job(new_state("mcts"))
+    whole.run()
+    job = Job(new_state("mcts"))
+    for cut in (2, 3):
+        for _ in range(cut):
+            job.step()
+        while job.scheduler.num_in_flight == 0 and job.scheduler.has_work:
+            job.step()
+        save_job(tmp_path / "checkpoint.ponder", job.snapshot(), TASK)
+        job = Job(load_job(tmp_path / "checkpoint.ponder", TASK))
+    job.run()
+    assert outcome(job) == outcome(whole)
