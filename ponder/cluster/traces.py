@@ -1,0 +1,242 @@
+"""Search traces for the data flywheel: every expanded node of every tree and how it turned out.
+
+While a job runs, each finished tree becomes one line of ``trees.jsonl`` in the
+run directory (``TraceRecorder``): its nodes as compact rows plus the task's
+verdict on every answer it reached. Nothing runs on the engine's hot path; a tree
+is read once, when its problem finishes.
+
+``export_traces`` flattens those trees into one row per node (the root excluded)
+and writes ``traces.jsonl`` and ``traces.parquet``, which ``datasets`` loads with
+``load_dataset("json" | "parquet", data_files=...)`` and pandas with
+``read_json(lines=True)`` / ``read_parquet``. Columns (``ROW_SCHEMA``):
+
+- ``problem_id``, ``problem``: the problem's key and text;
+- ``prefix``: the text the step continues (prompt plus earlier steps, each ended
+  by the step delimiter); ``step``: the step itself; ``depth``: 1 for a first step;
+- ``step_score``: the verifier's score of the step, null if never scored;
+- ``correct``: for a terminal node, ``task.verify`` of its answer; for a partial
+  path, the *best descendant outcome*: true if some finished path below it is
+  right, false if every finished path below it is wrong, null if none below it
+  finished or the task cannot verify (so a partial path is labelled by what the
+  search actually reached from it);
+- ``success_rate``: the share of finished paths below (or at) the node that are
+  right, null where ``correct`` is: a soft target, like Monte Carlo PRM labels;
+- ``terminal``, ``answer``, ``visits``, ``value``, ``node_id``, ``parent_id``;
+- ``model`` (the generator), ``verifier``, ``strategy``, ``run`` (the run directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ponder.search.tree import NodeStatus, Tree
+
+TREES_FILE = "trees.jsonl"  # in a run directory: one finished tree per line
+EXPORT_JSONL = "traces.jsonl"
+EXPORT_PARQUET = "traces.parquet"
+ROW_SCHEMA: dict[str, str] = {  # column -> arrow type
+    "problem_id": "string", "problem": "string", "prefix": "string", "step": "string",
+    "step_score": "float64", "depth": "int64", "correct": "bool", "success_rate": "float64",
+    "terminal": "bool", "answer": "string", "visits": "int64", "value": "float64",
+    "node_id": "int64", "parent_id": "int64", "model": "string", "verifier": "string",
+    "strategy": "string", "run": "string",
+}
+
+
+def tree_record(tree: Tree, verify: Callable[[str | None], bool | None], *, problem: str,
+                model: str, verifier: str, strategy: str) -> dict[str, Any]:
+    """One ``trees.jsonl`` line for a finished tree.
+
+    Args:
+        tree: the problem's search tree.
+        verify: answer -> True/False, or None if unknown (``task.verify`` bound to the problem).
+        problem: the problem's text. model, verifier: model names. strategy: the search.
+
+    Returns:
+        A JSON-able dict: the tree's nodes as ``[parent_id, text, score, status, answer,
+        visits, value_sum]`` rows and ``verdicts``, answer -> right/wrong/unknown.
+    """
+    nodes = [[n.parent_id, n.text, n.score, int(n.status), n.answer, n.visits, n.value_sum]
+             for n in tree.nodes]
+    verdicts: dict[str, bool | None] = {}  # answer text -> task's verdict
+    terminal_none = None
+    for node in tree.nodes:
+        if node.status == NodeStatus.TERMINAL:
+            if node.answer is None:
+                terminal_none = verify(None)
+            elif node.answer not in verdicts:
+                verdicts[node.answer] = verify(node.answer)
+    return {"problem_id": tree.problem_id, "problem": problem, "prompt": tree.prompt,
+            "delimiter": tree.delimiter, "model": model, "verifier": verifier, "strategy": strategy,
+            "nodes": nodes, "verdicts": verdicts, "no_answer_verdict": terminal_none}
+
+
+def node_labels(record: dict[str, Any]) -> tuple[list[bool | None], list[float | None]]:
+    """Per node of a tree record: ``(correct, success_rate)`` as the module docstring defines."""
+    nodes = record["nodes"]
+    verdicts, no_answer = record["verdicts"], record.get("no_answer_verdict")
+    wins = [0] * len(nodes)
+    known = [0] * len(nodes)  # finished paths at or below each node with a known verdict
+    for node_id in range(len(nodes) - 1, -1, -1):  # children always have larger ids
+        parent_id, _, _, status, answer = nodes[node_id][:5]
+        if status == NodeStatus.TERMINAL:
+            verdict = no_answer if answer is None else verdicts.get(answer)
+            if verdict is not None:
+                known[node_id] += 1
+                wins[node_id] += int(verdict)
+        if parent_id >= 0:
+            known[parent_id] += known[node_id]
+            wins[parent_id] += wins[node_id]
+    correct = [None if k == 0 else w > 0 for w, k in zip(wins, known)]
+    rates = [None if k == 0 else w / k for w, k in zip(wins, known)]
+    return correct, rates
+
+
+def record_rows(record: dict[str, Any], run: str = "") -> Iterator[dict[str, Any]]:
+    """The export rows of one tree record, one per node, root excluded, in node order."""
+    nodes, delimiter = record["nodes"], record["delimiter"]
+    correct, rates = node_labels(record)
+    prefixes = [record["prompt"]]  # node_id -> text that its children continue
+    depths = [0]  # node_id -> depth
+    for node_id, (parent_id, text, score, status, answer, visits, value_sum) in enumerate(nodes):
+        if parent_id < 0:
+            continue
+        prefixes.append(prefixes[parent_id] + text + delimiter)
+        depths.append(depths[parent_id] + 1)
+        yield {
+            "problem_id": record["problem_id"], "problem": record["problem"],
+            "prefix": prefixes[parent_id], "step": text, "step_score": score,
+            "depth": depths[node_id], "correct": correct[node_id],
+            "success_rate": rates[node_id], "terminal": status == NodeStatus.TERMINAL,
+            "answer": answer, "visits": visits, "value": value_sum / visits if visits else None,
+            "node_id": node_id, "parent_id": parent_id, "model": record["model"],
+            "verifier": record["verifier"], "strategy": record["strategy"], "run": run,
+        }
+
+
+class TraceRecorder:
+    """Appends each finished tree to ``out_dir/trees.jsonl``, flushed as it is written.
+
+    Args:
+        out_dir: the run directory.
+        model, verifier: names of the generator and verifier models.
+        strategy: the search strategy's name.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, model: str, verifier: str, strategy: str):
+        self.path = Path(out_dir) / TREES_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.model, self.verifier, self.strategy = model, verifier, strategy
+        self.num_trees = 0
+        self._file = open(self.path, "a")
+
+    def record(self, tree: Tree, problem: str, verify: Callable[[str | None], bool | None]) -> None:
+        """Write ``tree`` (finished) with the verdicts ``verify`` gives its answers."""
+        line = tree_record(tree, verify, problem=problem, model=self.model,
+                           verifier=self.verifier, strategy=self.strategy)
+        self._file.write(json.dumps(line) + "\n")
+        self._file.flush()
+        self.num_trees += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def find_tree_files(root: str | os.PathLike) -> list[Path]:
+    """Every ``trees.jsonl`` at or under ``root`` (a run directory or a folder of them)."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(root.rglob(TREES_FILE))
+
+
+def read_tree_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The tree records of one ``trees.jsonl``, the last one kept per problem id.
+
+    A problem searched again after a resume has two lines; a torn last line (a crash
+    mid-write) is skipped.
+    """
+    latest: dict[str, dict[str, Any]] = {}  # problem_id -> last record
+    with open(path) as f:
+        lines = f.readlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line") from None
+        latest[record["problem_id"]] = record
+    return iter(latest.values())
+
+
+def iter_rows(roots: Iterable[str | os.PathLike]) -> Iterator[dict[str, Any]]:
+    """Rows of every tree under ``roots``; ``run`` is each tree file's directory."""
+    for root in roots:
+        for path in find_tree_files(root):
+            for record in read_tree_records(path):
+                yield from record_rows(record, run=str(path.parent))
+
+
+def export_traces(roots: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Write ``traces.jsonl`` and ``traces.parquet`` to ``out_dir`` from the trees under ``roots``.
+
+    Returns:
+        ``{"rows": ..., "problems": ..., "jsonl": path, "parquet": path}``.
+
+    Raises:
+        FileNotFoundError: no ``trees.jsonl`` under any root.
+    """
+    roots = [Path(r) for r in roots]
+    if not any(find_tree_files(r) for r in roots):
+        raise FileNotFoundError(f"no {TREES_FILE} under {', '.join(map(str, roots))}; run "
+                                f"`ponder solve` first (it records the trees of finished problems)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = list(iter_rows(roots))
+    jsonl = out / EXPORT_JSONL
+    with open(jsonl, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    parquet = out / EXPORT_PARQUET
+    write_parquet(rows, parquet)
+    return {"rows": len(rows), "problems": len({(r["run"], r["problem_id"]) for r in rows}),
+            "jsonl": str(jsonl), "parquet": str(parquet)}
+
+
+def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+    """``rows`` as a parquet file with the fixed ``ROW_SCHEMA`` (so all-null columns keep a type)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in ROW_SCHEMA.items()])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def read_traces(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Exported rows from ``traces.parquet`` / ``traces.jsonl``, or a folder holding either,
+    or a folder of run directories with ``trees.jsonl`` (flattened on the fly).
+
+    Raises:
+        FileNotFoundError: nothing readable at ``path``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in (EXPORT_PARQUET, EXPORT_JSONL):
+            if (path / name).is_file():
+                return read_traces(path / name)
+        if find_tree_files(path):
+            return list(iter_rows([path]))
+        raise FileNotFoundError(f"no {EXPORT_PARQUET}, {EXPORT_JSONL} or {TREES_FILE} in {path}")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.name == TREES_FILE:
+        return list(iter_rows([path]))
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

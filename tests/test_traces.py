@@ -1,0 +1,145 @@
+"""Trace recording and export: labels of finished and partial paths, JSONL and parquet that
+pandas (and ``datasets``, where installed) load, duplicates after a resume."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ponder.cluster.traces import (ROW_SCHEMA, TraceRecorder, export_traces, node_labels,
+                                   read_traces, record_rows, tree_record)
+from ponder.search.scripted import (ScriptedGenerator, ScriptedProblem, ScriptedTask,
+                                    ScriptedVerifier, run_inprocess)
+from ponder.search.strategies import get_strategy
+from ponder.search.tree import NodeStatus, Tree
+
+TASK = ScriptedTask()
+PROBLEM = ScriptedProblem("Q: traces\n", answer="42", num_steps=3, p_correct=0.5)
+
+
+def hand_tree() -> Tree:
+    """root -> a -> (a1: Answer 42 right, a2: Answer 7 wrong); root -> b -> b1 (open); root -> c: Answer 7."""
+    tree = Tree("t", "Q\n")
+    a = tree.add_child(0, "a")
+    for text, answer in (("Answer: 42", "42"), ("Answer: 7", "7")):
+        leaf = tree.add_child(a.node_id, text)
+        leaf.status, leaf.answer = NodeStatus.TERMINAL, answer
+    b = tree.add_child(0, "b")
+    tree.add_child(b.node_id, "b1").scores = [0.3, 0.8]
+    c = tree.add_child(0, "Answer: 7")
+    c.status, c.answer = NodeStatus.TERMINAL, "7"
+    return tree
+
+
+def verify_42(answer):
+    return None if answer == "unknown" else answer == "42"
+
+
+def test_labels_of_finished_and_partial_paths():
+    record = tree_record(hand_tree(), verify_42, problem="Q", model="g", verifier="v", strategy="s")
+    correct, rates = node_labels(record)
+    # ids: 0 root, 1 a, 2 a1 (right), 3 a2 (wrong), 4 b, 5 b1 (open), 6 c (wrong)
+    assert correct == [True, True, True, False, None, None, False]
+    assert rates == [1 / 3, 1 / 2, 1.0, 0.0, None, None, 0.0]
+
+
+def test_unknown_verdicts_leave_labels_null():
+    tree = Tree("u", "Q\n")
+    leaf = tree.add_child(tree.add_child(0, "x").node_id, "Answer: ?")
+    leaf.status, leaf.answer = NodeStatus.TERMINAL, "unknown"
+    record = tree_record(tree, verify_42, problem="Q", model="g", verifier="v", strategy="s")
+    assert node_labels(record) == ([None, None, None], [None, None, None])
+
+
+def test_rows_have_prefix_step_depth_and_score():
+    record = tree_record(hand_tree(), verify_42, problem="Q", model="g", verifier="v", strategy="s")
+    rows = list(record_rows(record, run="r"))
+    assert len(rows) == 6 and set(rows[0]) == set(ROW_SCHEMA)
+    b1 = rows[4]
+    assert (b1["prefix"], b1["step"], b1["depth"], b1["step_score"]) == ("Q\nb\n", "b1", 2, 0.8)
+    assert (b1["correct"], b1["terminal"], b1["model"], b1["strategy"]) == (None, False, "g", "s")
+    a1 = rows[1]
+    assert (a1["prefix"], a1["correct"], a1["answer"], a1["terminal"]) == ("Q\na\n", True, "42", True)
+
+
+def solved_tree(name="beam", **params) -> Tree:
+    cls = get_strategy(name)
+    ids = iter(range(10_000))
+    strategy = cls(Tree("p7", PROBLEM.prompt), TASK, cls.Params.from_dict(params), 1, ids.__next__)
+    run_inprocess([strategy], ScriptedGenerator([PROBLEM]), ScriptedVerifier([PROBLEM]))
+    return strategy.tree
+
+
+def record_run(run_dir, trees) -> None:
+    recorder = TraceRecorder(run_dir, model="scripted-generator", verifier="scripted-verifier",
+                             strategy="beam")
+    for tree in trees:
+        recorder.record(tree, "Q: traces", lambda answer: answer == PROBLEM.answer)
+    recorder.close()
+
+
+def test_export_writes_jsonl_and_parquet_that_pandas_loads(tmp_path):
+    tree = solved_tree(beam_width=2, expansion_factor=3)
+    record_run(tmp_path / "runs" / "one", [tree])
+    info = export_traces([tmp_path / "runs"], tmp_path / "out")
+    assert info["rows"] == len(tree) - 1 and info["problems"] == 1
+    from_json = pd.read_json(tmp_path / "out" / "traces.jsonl", lines=True)
+    from_parquet = pd.read_parquet(tmp_path / "out" / "traces.parquet")
+    assert list(from_parquet.columns) == list(ROW_SCHEMA)
+    assert len(from_json) == len(from_parquet) == len(tree) - 1
+    terminals = from_parquet[from_parquet["terminal"]]
+    assert len(terminals) > 0
+    for _, row in terminals.iterrows():  # finished paths carry the task's verdict
+        assert bool(row["correct"]) == (row["answer"] == PROBLEM.answer)
+    scored = from_parquet["step_score"].notna()
+    assert scored.any()
+    for _, row in from_parquet.iterrows():  # each prefix is the prompt plus the path's earlier steps
+        node = tree[int(row["node_id"])]
+        assert row["prefix"] + row["step"] + "\n" == tree.prefix(node.node_id)
+        assert row["depth"] == node.depth
+
+
+def test_a_problem_recorded_twice_after_a_resume_is_exported_once(tmp_path):
+    first, second = Tree("p7", PROBLEM.prompt), solved_tree(beam_width=2, expansion_factor=2)
+    first.add_child(0, "half a search")
+    record_run(tmp_path / "run", [first, second])
+    with open(tmp_path / "run" / "trees.jsonl", "a") as f:
+        f.write('{"problem_id": "torn')  # the crash mid-write
+    rows = read_traces(tmp_path / "run")
+    assert len(rows) == len(second) - 1
+    assert all(r["step"] != "half a search" for r in rows)
+
+
+def test_read_traces_reads_every_form(tmp_path):
+    record_run(tmp_path / "run", [solved_tree(beam_width=2, expansion_factor=2)])
+    export_traces([tmp_path / "run"], tmp_path / "out")
+    from_trees = read_traces(tmp_path / "run")
+    assert read_traces(tmp_path / "out") == from_trees  # the folder: parquet first
+    assert read_traces(tmp_path / "out" / "traces.jsonl") == from_trees
+    with pytest.raises(FileNotFoundError, match="no traces.parquet, traces.jsonl or trees.jsonl"):
+        (tmp_path / "out2").mkdir()
+        read_traces(tmp_path / "out2")
+
+
+def test_export_without_trees_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `ponder solve` first"):
+        export_traces([tmp_path], tmp_path / "out")
+
+
+def test_huggingface_datasets_loads_the_export(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    record_run(tmp_path / "run", [solved_tree(beam_width=2, expansion_factor=2)])
+    info = export_traces([tmp_path / "run"], tmp_path / "out")
+    for kind in ("json", "parquet"):
+        data = datasets.load_dataset(kind, data_files=info["jsonl" if kind == "json" else "parquet"],
+                                     split="train", cache_dir=str(tmp_path / "hf_cache"))
+        assert data.num_rows == info["rows"]
+        assert {"prefix", "step", "correct", "step_score"} <= set(data.column_names)
+
+
+def test_rows_are_json_serialisable_with_nulls():
+    record = tree_record(hand_tree(), verify_42, problem="Q", model="g", verifier="v", strategy="s")
+    for row in record_rows(record):
+        assert json.loads(json.dumps(row)) == row
