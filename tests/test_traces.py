@@ -143,3 +143,97 @@ def test_rows_are_json_serialisable_with_nulls():
     record = tree_record(hand_tree(), verify_42, problem="Q", model="g", verifier="v", strategy="s")
     for row in record_rows(record):
         assert json.loads(json.dumps(row)) == row
+
+
+# -- the flywheel: traces -> verifier fine-tuning ------------------------------------------
+
+def game24_tree(problem, right: bool = True) -> Tree:
+    """A search tree of one Game-of-24 puzzle: a right solution, and a wrong answer beside it."""
+    from ponder.tasks import game24
+
+    task = game24.Game24Task()
+    steps = game24.solutions(problem.problem)[0]
+    tree = Tree(problem.problem_id, task.prompt(problem))
+    leaf = tree.add_chain(0, steps)
+    leaf.status, leaf.answer = NodeStatus.TERMINAL, task.extract_answer(steps)
+    wrong = tree.add_child(leaf.parent_id, "Answer: 1 + 1 = 24")
+    wrong.status, wrong.answer = NodeStatus.TERMINAL, task.extract_answer([wrong.text])
+    return tree
+
+
+def record_game24(run_dir, problems) -> None:
+    from ponder.tasks import game24
+
+    task = game24.Game24Task()
+    recorder = TraceRecorder(run_dir, model="embedded-generator", verifier="embedded-prm",
+                             strategy="beam")
+    for problem in problems:
+        recorder.record(game24_tree(problem), problem.problem,
+                        lambda answer, p=problem: task.verify(p, answer))
+    recorder.close()
+
+
+def test_flywheel_paths_skip_test_puzzles_and_label_steps(tmp_path):
+    from ponder.models.flywheel import training_paths
+    from ponder.tasks import game24
+
+    train, test = game24.train_puzzles()[:2], game24.puzzles_in_test_split()[:1]
+    record_game24(tmp_path / "run", train + test)
+    rows = read_traces(tmp_path / "run")
+    paths, counts = training_paths(rows)
+    assert counts["test_split"] == len(game24_tree(test[0])) - 1  # every row of the test puzzle
+    assert not any(game24.is_test_puzzle(numbers) for numbers, _, _ in paths)
+    assert {numbers for numbers, _, _ in paths} == {tuple(game24.parse_numbers(p.problem)) for p in train}
+    by_last = {steps[-1]: targets for _, steps, targets in paths if _ == paths[0][0]}
+    right = [t for s, t in by_last.items() if s != "Answer: 1 + 1 = 24"][0]
+    assert right == [1.0, 1.0, 1.0, 1.0]
+    assert by_last["Answer: 1 + 1 = 24"] == [1.0, 1.0, 1.0, 0.0]  # the prefix still led somewhere right
+    soft, _ = training_paths(rows, target="success_rate")
+    assert sorted(t[-2] for _, s, t in soft if s[-1] == "Answer: 1 + 1 = 24") == [0.5, 0.5]
+
+
+def test_flywheel_refuses_traces_of_test_puzzles_only(tmp_path, capsys):
+    import argparse
+
+    from ponder.models import flywheel
+    from ponder.tasks import game24
+
+    record_game24(tmp_path / "run", game24.puzzles_in_test_split()[:2])
+    parser = argparse.ArgumentParser()
+    flywheel.add_arguments(parser)
+    args = parser.parse_args(["--traces", str(tmp_path / "run"), "--out", str(tmp_path / "w")])
+    with pytest.raises(ValueError, match="no verified finished path of a train puzzle"):
+        flywheel.run(args)
+    out = capsys.readouterr().out
+    assert "skipped" in out and "rows of test puzzles (900-999" in out
+    assert not (tmp_path / "w").exists()
+
+
+def test_flywheel_fine_tunes_a_verifier_and_keeps_the_weights_dir_complete(tmp_path):
+    import torch
+
+    from ponder.models import checkpoint
+    from ponder.models.flywheel import fine_tune, training_paths
+    from ponder.models.gpt import GPT, GPTConfig
+    from ponder.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
+    from ponder.models.verifier import ProcessRewardModel
+    from ponder.tasks import game24
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer(DEFAULT_ALPHABET)
+    generator = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16))
+    start = tmp_path / "start"
+    checkpoint.save_model(generator, tokenizer, start, checkpoint.GENERATOR_NAME)
+    checkpoint.save_model(ProcessRewardModel.from_generator(generator), tokenizer, start,
+                          checkpoint.VERIFIER_NAME, {"steps": 1})
+    record_game24(tmp_path / "run", game24.train_puzzles()[:3])
+    paths, _ = training_paths(read_traces(tmp_path / "run"))
+    fine_tune(paths, start, tmp_path / "out", steps=3, batch_size=4, lr=1e-2)
+    before, _ = checkpoint.load_verifier(start)
+    after, _ = checkpoint.load_verifier(tmp_path / "out")
+    assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(),
+                                                      after.state_dict().values()))
+    checkpoint.load_generator(tmp_path / "out")  # copied alongside
+    info = checkpoint.read_meta(tmp_path / "out", checkpoint.VERIFIER_NAME)["info"]
+    assert info["steps"] == 1 and info["flywheel"]["steps"] == 3

@@ -1,0 +1,199 @@
+"""One turn of the data flywheel: fine-tune the embedded verifier on the engine's own search traces.
+
+``ponder train-verifier --traces DIR`` reads the rows ``ponder export-traces`` wrote
+(or the ``trees.jsonl`` of run directories), rebuilds every finished path whose
+outcome the task verified, and gives each of its steps a target: by default the
+step's *best descendant outcome* (1 if the search reached a right answer through
+it, else 0), or with ``--target success_rate`` the share of right answers among
+the finished paths through it. The verifier then continues training from its
+current weights with the same optimizer loop and batcher as ``ponder train``
+(``train.fit``, ``data.VerifierBatcher``). The generator is copied unchanged, so
+``--out`` is a complete weights directory for the embedded backend.
+
+Test puzzles never train anything: a row whose puzzle is in the test split
+900-999 of 24.csv (by number multiset, as ``game24.is_test_puzzle`` decides) is
+skipped and counted, and so is a row that is not a Game-of-24 puzzle at all.
+
+Run as ``ponder train-verifier`` or ``python -m ponder.models.flywheel``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+from ponder.models import checkpoint
+from ponder.tasks import game24
+
+TARGETS = ("correct", "success_rate")  # which trace label becomes a step's target
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flywheel options to ``parser``."""
+    g = parser.add_argument_group("verifier fine-tuning on search traces")
+    g.add_argument("--traces", required=True, metavar="DIR",
+                   help="exported traces (traces.parquet / traces.jsonl) or run directories")
+    g.add_argument("--from", dest="from_dir", default=str(checkpoint.WEIGHTS_DIR), metavar="DIR",
+                   help="weights to start from (default: the shipped ones)")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="where the new weights go (default: runs/flywheel-<timestamp>)")
+    g.add_argument("--steps", type=int, default=300, help="optimizer steps")
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (cosine decay)")
+    g.add_argument("--target", choices=TARGETS, default="correct",
+                   help="step target: best descendant outcome, or success rate below the step")
+    g.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _numbers(problem: str) -> tuple[int, ...] | None:
+    try:
+        numbers = tuple(game24.parse_numbers(problem))
+    except ValueError:
+        return None
+    return numbers if len(numbers) == 4 else None
+
+
+def training_paths(rows: Iterable[dict[str, Any]], target: str = "correct"
+                   ) -> tuple[list[tuple[tuple[int, ...], list[str], list[float]]], Counter]:
+    """Verified finished paths of train puzzles, with one target per step.
+
+    Args:
+        rows: exported trace rows (``ponder.cluster.traces``).
+        target: ``"correct"`` or ``"success_rate"``.
+
+    Returns:
+        ``(paths, counts)``: paths as ``(numbers, steps, targets)`` for
+        ``data.VerifierBatcher``, unique per puzzle; counts of rows used and skipped
+        (``test_split``, ``not_game24``, ``unlabelled``).
+
+    Raises:
+        ValueError: unknown ``target``.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    trees: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}  # (run, problem_id) -> node_id -> row
+    counts: Counter = Counter()
+    for row in rows:
+        numbers = _numbers(row["problem"])
+        if numbers is None:
+            counts["not_game24"] += 1
+        elif game24.is_test_puzzle(numbers):
+            counts["test_split"] += 1  # never train on puzzles 900-999
+        else:
+            trees.setdefault((row.get("run") or "", row["problem_id"]), {})[row["node_id"]] = row
+    paths, seen = [], set()
+    for nodes in trees.values():
+        for row in nodes.values():
+            if not row["terminal"]:
+                continue
+            if row[target] is None:
+                counts["unlabelled"] += 1  # the task could not verify this answer
+                continue
+            chain = _chain(nodes, row)
+            if chain is None or any(r[target] is None for r in chain):
+                continue
+            numbers = _numbers(row["problem"])
+            steps = [r["step"] for r in chain]
+            if (numbers, tuple(steps)) in seen:
+                continue
+            seen.add((numbers, tuple(steps)))
+            paths.append((numbers, steps, [float(r[target]) for r in chain]))
+            counts["paths"] += 1
+    return paths, counts
+
+
+def _chain(nodes: dict[int, dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Rows from the first step to ``row``; None if an ancestor is missing from the export."""
+    chain = [row]
+    while chain[-1]["parent_id"] != 0:
+        parent = nodes.get(chain[-1]["parent_id"])
+        if parent is None:
+            return None
+        chain.append(parent)
+    return chain[::-1]
+
+
+def fine_tune(paths, from_dir: str | Path, out_dir: str | Path, steps: int, batch_size: int,
+              lr: float, seed: int = 0, info: dict[str, Any] | None = None) -> Path:
+    """Continue training the verifier in ``from_dir`` on ``paths``; write both models to ``out_dir``.
+
+    Returns:
+        The new verifier's weights path.
+
+    Raises:
+        ValueError: no path fits the model's context. FileNotFoundError: no weights in ``from_dir``.
+    """
+    import torch
+
+    from ponder.models.data import VerifierBatcher
+    from ponder.models.train import fit
+
+    torch.manual_seed(seed)
+    model, tokenizer = checkpoint.load_verifier(from_dir)
+    batcher = VerifierBatcher(paths, tokenizer, model.config.block_size)
+    if not batcher.encoded:
+        raise ValueError(f"none of the {len(paths)} trace paths fits the verifier's context "
+                         f"of {model.config.block_size} tokens")
+    rng = random.Random(seed)
+    fit(model, lambda: batcher.batch(rng, batch_size), steps, lr, "flywheel")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):  # the generator is unchanged; keep the dir complete
+        source = Path(from_dir) / f"{checkpoint.GENERATOR_NAME}{suffix}"
+        if source.exists() and source.resolve() != (out / source.name).resolve():
+            shutil.copyfile(source, out / source.name)
+    previous = checkpoint.read_meta(from_dir, checkpoint.VERIFIER_NAME).get("info", {})
+    return checkpoint.save_model(model, tokenizer, out, checkpoint.VERIFIER_NAME,
+                                 {**previous, "flywheel": {**(info or {}), "from": str(from_dir),
+                                                           "steps": steps, "lr": lr}})
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ponder train-verifier``: read traces, fine-tune, save; returns a process exit code.
+
+    Raises:
+        ValueError: the traces hold no verified path of a train puzzle.
+    """
+    import torch
+
+    from ponder.cluster.traces import read_traces
+
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    paths, counts = training_paths(read_traces(args.traces), args.target)
+    if counts["test_split"]:
+        print(f"[flywheel] skipped {counts['test_split']} trace rows of test puzzles (900-999 of "
+              f"24.csv): they are never trained on", flush=True)
+    if counts["not_game24"]:
+        print(f"[flywheel] skipped {counts['not_game24']} rows that are not Game-of-24 puzzles",
+              flush=True)
+    if not paths:
+        raise ValueError(f"no verified finished path of a train puzzle in {args.traces} "
+                         f"(skipped: {dict(counts)}); solve train puzzles (ids outside 900-999) "
+                         f"and export their traces")
+    positive = sum(t[-1] for _, _, t in paths) / len(paths)
+    print(f"[flywheel] {len(paths)} paths from {len({p[0] for p in paths})} puzzles, "
+          f"{positive:.1%} right", flush=True)
+    out = Path(args.out or Path("runs") / time.strftime("flywheel-%Y%m%d-%H%M%S"))
+    weights = fine_tune(paths, args.from_dir, out, args.steps, args.batch_size, args.lr, args.seed,
+                        {"traces": str(args.traces), "num_paths": len(paths), "target": args.target})
+    print(f"[flywheel] verifier saved to {weights} after {time.time() - start:.0f}s; use it with "
+          f"--set verifier.model_path={out}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ponder.models.flywheel", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
