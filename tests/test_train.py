@@ -95,6 +95,26 @@ def test_verifier_data_builder_output_has_no_test_puzzle_and_uses_success_rates(
     assert bool((target[~mask] == 0).all()) and bool(((target >= 0) & (target <= 1)).all())
 
 
+def test_walk_rows_train_only_on_step_results():
+    tok = CharTokenizer()
+    examples = generator_texts(train.train_puzzles(_args())[:10])
+    x, y = GeneratorBatcher(examples, tok, random_fraction=1.0).batch(random.Random(0), 64)
+    num_walks = 0
+    for row_x, row_y in zip(x.tolist(), y.tolist()):
+        text = tok.decode(row_x)
+        if "Answer" in text:
+            continue  # a walk that happened to reach 24 is a solution row
+        num_walks += 1
+        trained = [t >= 0 for t in row_y[:len(text)]]  # trained[p]: is token p + 1 (char p of text) a target
+        line_start = text.index("\n") + 1  # after the prompt
+        for line in text[line_start:].split("\n")[:-1]:
+            eq = line.index("=")
+            assert not any(trained[line_start:line_start + eq + 1])  # operands and operator: never
+            assert all(trained[line_start + eq + 1:line_start + len(line) + 1])  # result and left list
+            line_start += len(line) + 1
+    assert num_walks > 10
+
+
 def test_split_steps_stops_at_the_answer():
     text = "1 + 2 = 3 (left: 3 3 4)\n\nAnswer: 1 = 24\n5 + 5 = 10 (left: 10)"
     assert split_steps(text) == ["1 + 2 = 3 (left: 3 3 4)", "Answer: 1 = 24"]

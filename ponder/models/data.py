@@ -51,32 +51,62 @@ def generator_texts(puzzles) -> list[tuple[str, list[str]]]:
     return out
 
 
+def result_mask(steps: list[str]) -> list[bool]:
+    """Per character of ``solution_text(steps)``: True where a step states its result.
+
+    That is everything after a step's ``=`` (the value, the ``left:`` list, the
+    delimiter): text fully determined by the operation the step chose.
+    """
+    mask = []
+    for step in steps:
+        cut = step.find("=") + 1
+        mask += [False] * cut + [True] * (len(step) - cut) + [True]
+    return mask
+
+
 @dataclass
 class GeneratorBatcher:
-    """Samples LM batches: a random train puzzle, then one of its solutions at random.
+    """Samples LM batches from solutions and, for arithmetic, from random valid walks.
 
-    Sampling the puzzle first keeps puzzles with hundreds of solutions from
-    drowning those with one. The loss skips the prompt: the model never has to
-    guess the puzzle, only to solve it.
+    A solution row is a random train puzzle, then one of its solutions at random:
+    sampling the puzzle first keeps puzzles with hundreds of solutions from
+    drowning those with one. The loss skips the prompt.
+
+    A walk row (a ``random_fraction`` of rows) is a random walk of valid steps
+    on a train puzzle, usually not reaching 24. Its loss covers only each step's
+    result (after the ``=``): the model learns to compute and book-keep any
+    operation honestly, while which operation to choose is still learned from
+    solutions only. Trained on solutions alone, the model learns that every
+    step ends in 24 and fudges arithmetic to get there.
     """
 
     examples: list[tuple[str, list[str]]]
     tokenizer: CharTokenizer
+    random_fraction: float = 0.0
+
+    def _row(self, rng: random.Random) -> tuple[list[int], list[bool]]:
+        """Token ids of one sequence and, per id, whether it is a target."""
+        prompt, texts = rng.choice(self.examples)
+        if rng.random() < self.random_fraction:
+            numbers = [int(t) for t in prompt.split()[1:]]
+            steps, reached = game24.random_trace(numbers, rng)
+            if not reached:
+                text = solution_text(steps)
+                ids = self.tokenizer.encode(prompt + text, bos=True)
+                return ids, [False] * (1 + len(prompt)) + result_mask(steps)
+        ids = self.tokenizer.encode(prompt + rng.choice(texts), bos=True) + [EOS_ID]
+        return ids, [False] * (1 + len(prompt)) + [True] * (len(ids) - 1 - len(prompt))
 
     def batch(self, rng: random.Random, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y): (B, T) inputs and (B, T) next-token targets, IGNORE on prompt and padding."""
-        seqs, starts = [], []
-        for _ in range(batch_size):
-            prompt, texts = rng.choice(self.examples)
-            ids = self.tokenizer.encode(prompt + rng.choice(texts), bos=True) + [EOS_ID]
-            seqs.append(ids)
-            starts.append(1 + len(prompt))  # first target position after the prompt
-        T = max(len(s) for s in seqs) - 1
+        """(x, y): (B, T) inputs and (B, T) next-token targets, IGNORE where not trained."""
+        rows = [self._row(rng) for _ in range(batch_size)]
+        T = max(len(ids) for ids, _ in rows) - 1
         x = torch.full((batch_size, T), PAD_ID, dtype=torch.long)
         y = torch.full((batch_size, T), IGNORE, dtype=torch.long)
-        for i, (ids, start) in enumerate(zip(seqs, starts)):
-            x[i, :len(ids) - 1] = torch.tensor(ids[:-1])
-            y[i, start - 1:len(ids) - 1] = torch.tensor(ids[start:])
+        for i, (ids, trained) in enumerate(rows):
+            ids_t = torch.tensor(ids)
+            x[i, :len(ids) - 1] = ids_t[:-1]
+            y[i, :len(ids) - 1] = torch.where(torch.tensor(trained[1:]), ids_t[1:], IGNORE)
         return x, y
 
 

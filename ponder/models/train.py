@@ -44,8 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--n-layer", type=int, default=4)
     g.add_argument("--n-head", type=int, default=4)
     g.add_argument("--n-embd", type=int, default=128)
-    g.add_argument("--rollouts", type=int, default=16, help="verifier rollouts per train puzzle")
-    g.add_argument("--random-prefixes", type=int, default=8,
+    g.add_argument("--random-fraction", type=float, default=0.5,
+                   help="share of generator rows that are random valid walks, trained on step results only")
+    g.add_argument("--rollouts", type=int, default=8, help="verifier rollouts per train puzzle")
+    g.add_argument("--random-prefixes", type=int, default=4,
                    help="per train puzzle: random valid 1-2 step starts the generator continues")
     g.add_argument("--prefix-rollouts", type=int, default=2, help="continuations of each random start")
     g.add_argument("--rollout-temperature", type=float, default=1.0)
@@ -120,7 +122,7 @@ def train_generator(args, puzzles) -> tuple[GPT, CharTokenizer]:
     config = GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=args.n_layer,
                        n_head=args.n_head, n_embd=args.n_embd)
     model = GPT(config)
-    batcher = GeneratorBatcher(examples, tokenizer)
+    batcher = GeneratorBatcher(examples, tokenizer, args.random_fraction)
     fit(model, lambda: batcher.batch(rng, args.batch_size), args.gen_steps, args.lr, "generator")
     return model, tokenizer
 
@@ -152,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         generator, tokenizer = train_generator(args, puzzles)
         checkpoint.save_model(generator, tokenizer, args.out, checkpoint.GENERATOR_NAME,
-                              {**info, "steps": args.gen_steps, "seconds": round(time.time() - start)})
+                              {**info, "steps": args.gen_steps, "random_fraction": args.random_fraction,
+                               "seconds": round(time.time() - start)})
         print(f"[generator] saved to {args.out} after {time.time() - start:.0f}s", flush=True)
     verifier = train_verifier(args, generator, tokenizer, puzzles)
     checkpoint.save_model(verifier, tokenizer, args.out, checkpoint.VERIFIER_NAME,
