@@ -37,6 +37,7 @@ class Job:
             self.scheduler.add(strategy)
         self.generator = ScriptedGenerator(PROBLEMS, seed=2)
         self.verifier = ScriptedVerifier(PROBLEMS, seed=2)
+        self.base_stats = dict(state.stats)  # problem_id -> counters from before the crash
         self.in_flight = []  # results computed but not yet delivered
         self.max_in_flight = 0
 
@@ -54,7 +55,7 @@ class Job:
                 "id": pid, "answer": answer.answer, "trace": answer.trace,
                 "stop_reason": answer.stop_reason, "flops": budget.spent(pid),
                 "flops_by_model": budget.spent_by_model(pid),
-                "stats": add_stats(self.state.stats.pop(pid, None), answer.extra["stats"])}
+                "stats": add_stats(self.base_stats.pop(pid, None), answer.extra["stats"])}
             del self.active[pid]
 
     def run(self, max_steps: int = 10_000) -> int:
@@ -67,7 +68,7 @@ class Job:
     def snapshot(self) -> JobState:
         state = self.state
         state.strategies = list(self.active.values())
-        state.stats = {pid: add_stats(state.stats.get(pid), self.scheduler.stats(pid).to_dict())
+        state.stats = {pid: add_stats(self.base_stats.get(pid), self.scheduler.stats(pid).to_dict())
                        for pid in self.active}
         return state
 
@@ -140,3 +141,104 @@ def test_two_crashes_in_a_row(tmp_path):
         job = Job(load_job(tmp_path / "checkpoint.ponder", TASK))
     job.run()
     assert outcome(job) == outcome(whole)
+
+
+# -- JobRunner: the run directory survives a crash ---------------------------------------
+
+def _engine_job(strategy="mcts", **budget):
+    import test_engine
+
+    params = {"mcts": {"num_simulations": 8, "num_parallel": 2},
+              "beam": {"beam_width": 2, "expansion_factor": 2}}[strategy]
+    task, problems, gen, ver = test_engine.scripted_job(num_problems=5)
+    config = test_engine.inprocess_config(strategy, params, **budget)
+    return config, task, problems, gen, ver
+
+
+def _drive(runner, gen, ver, max_updates=None) -> bool:
+    """The engine loop on in-process pools; False if stopped ("crashed") after ``max_updates``."""
+    from ponder.cluster.inprocess import InProcessPool, InProcessPools
+
+    pools = InProcessPools(InProcessPool(gen, "generator"), InProcessPool(ver, "verifier"))
+    num_updates = 0
+    while runner.has_work:
+        plan = runner.schedule()
+        for batch in plan.generate_batches:
+            pools.generator.dispatch(batch)
+        for batch in plan.score_batches:
+            pools.verifier.dispatch(batch)
+        runner.update(pools.collect(0))
+        num_updates += 1
+        if max_updates is not None and num_updates >= max_updates:
+            return False
+    return True
+
+
+def _runner(config, task, problems, gen, ver, out_dir, **kwargs):
+    from ponder.cluster.jobs import JobRunner
+
+    return JobRunner(config, task, problems, (gen.model_spec(), ver.model_spec()), out_dir, **kwargs)
+
+
+def _lines(out_dir) -> dict:
+    from ponder.cluster.results import read_results
+
+    rows = read_results(out_dir)
+    assert len(rows) == len({r["id"] for r in rows}), "a problem was written twice"
+    return {r["id"]: (r["answer"], r["trace"], r["flops"], r["tokens"], r["stop_reason"]) for r in rows}
+
+
+@pytest.mark.parametrize("crash_after", [3, 9, 17])
+def test_job_runner_resumes_its_run_directory(tmp_path, crash_after):
+    config, task, problems, gen, ver = _engine_job()
+    whole = _runner(config, task, problems, gen, ver, tmp_path / "whole")
+    assert _drive(whole, gen, ver)
+    whole.close()
+
+    out = tmp_path / "crashy"
+    crashed = _runner(config, task, problems, gen, ver, out, checkpoint_every_s=0,
+                      checkpoint_every_updates=2)
+    assert not _drive(crashed, gen, ver, max_updates=crash_after)
+    crashed._results.close()  # the process died: no final checkpoint, no summary
+    resumed = _runner(config, task, problems, gen, ver, out, resume=True, checkpoint_every_s=0,
+                      checkpoint_every_updates=2)
+    assert resumed.num_finished <= len(problems)
+    assert _drive(resumed, gen, ver)
+    resumed.close()
+    assert _lines(out) == _lines(tmp_path / "whole")
+    assert resumed.budget.job_spent == whole.budget.job_spent
+    from ponder.cluster.traces import read_traces
+
+    assert len(read_traces(out)) == len(read_traces(tmp_path / "whole"))
+
+
+def test_resume_without_a_checkpoint_keeps_finished_lines(tmp_path):
+    config, task, problems, gen, ver = _engine_job("beam")
+    first = _runner(config, task, problems[:2], gen, ver, tmp_path, checkpoint_every_s=0)
+    assert _drive(first, gen, ver)
+    first._results.close()  # died before any checkpoint was written
+    assert not (tmp_path / "checkpoint.ponder").exists()
+    spent = first.budget.job_spent
+    resumed = _runner(config, task, problems, gen, ver, tmp_path, resume=True)
+    assert resumed.num_finished == 2 and resumed.budget.job_spent == spent
+    assert _drive(resumed, gen, ver)
+    resumed.close()
+    assert set(_lines(tmp_path)) == {p.problem_id for p in problems}
+
+
+def test_resumed_job_with_caps_never_passes_them(tmp_path):
+    config, task, problems, gen, ver = _engine_job("mcts", flops_per_problem=1_200_000,
+                                                   flops_total=4_000_000)
+    crashed = _runner(config, task, problems, gen, ver, tmp_path, checkpoint_every_s=0,
+                      checkpoint_every_updates=1)
+    assert not _drive(crashed, gen, ver, max_updates=6)
+    crashed._results.close()
+    resumed = _runner(config, task, problems, gen, ver, tmp_path, resume=True)
+    assert _drive(resumed, gen, ver)
+    resumed.close()
+    from ponder.cluster.results import read_results
+
+    rows = read_results(tmp_path)
+    assert {r["id"] for r in rows} == {p.problem_id for p in problems}
+    assert all(r["flops"] <= 1_200_000 for r in rows)
+    assert sum(r["flops"] for r in rows) == resumed.budget.job_spent <= 4_000_000

@@ -1,0 +1,317 @@
+"""One search job that an engine loop steps: checkpointed, resumable, recording its traces.
+
+``JobRunner`` owns a job's scheduler, FLOP ledger and run directory; it never
+talks to actors. The loop that drives it (``Engine.run`` for ``ponder solve``,
+the persistent engine of ``ponder serve`` for many jobs at once) does:
+
+    plan = runner.schedule()          # reserve + batch; dispatch the batches
+    runner.update(results)            # the results of this job's requests (``owns``)
+    runner.fail(requests, reason)     # requests the pools gave up on
+
+and the runner writes each finished problem to ``results.jsonl`` (then its tree to
+``trees.jsonl``), and a checkpoint every ``checkpoint_every_s`` seconds or
+``checkpoint_every_updates`` updates, and at the end. A runner made with
+``resume=True`` picks up where the run directory's checkpoint and results left off
+(see ``ponder.cluster.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from ponder.cluster.checkpoint import (CHECKPOINT_FILE, Cadence, JobState, RequestIds,
+                                       TrackedStrategy, add_stats, load_job, read_records, save_job)
+from ponder.cluster.results import (CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, ProblemRecord,
+                                    RunTotals, TokenCounts)
+from ponder.cluster.traces import TraceRecorder
+from ponder.search.budget import BudgetManager
+from ponder.search.flops import ModelSpec
+from ponder.search.messages import GenerateRequest, Request, Result
+from ponder.search.scheduler import Plan, Scheduler
+from ponder.search.strategies.base import Answer, JobContext
+from ponder.search.tree import Tree
+from ponder.tasks.base import Problem, Task
+
+
+def problem_seed(job_seed: int, index: int) -> int:
+    """The seed of problem ``index``'s strategy: distinct per problem, reproducible per job seed."""
+    return (job_seed * 1_000_003 + index) % 2**31
+
+
+def token_bound(slack: int, text: str) -> int:
+    """One token per UTF-8 byte plus ``slack`` specials: an upper bound for char and byte-BPE tokenizers."""
+    return len(text.encode("utf-8")) + slack
+
+
+class JobRunner:
+    """A job's scheduler, ledger and run directory, stepped by an engine loop.
+
+    Args:
+        config: the validated Config (search, budget, engine batch limits).
+        task: the task object.
+        problems: the job's problems, unique ids.
+        specs: ``(generator, verifier)`` ModelSpecs of the pools the job runs on.
+        out_dir: the run directory.
+        request_ids: the id counter shared by every job on the same pools.
+        resume: continue from ``out_dir``'s checkpoint and results (a fresh start if
+            it has neither).
+        checkpoint_every_s, checkpoint_every_updates: checkpoint cadence (0 = off).
+        on_finish: called with each finished problem's record (progress bars).
+
+    Raises:
+        ValueError: duplicate problem ids, unknown strategy or bad parameters.
+        PonderCheckpointError: ``resume`` and the checkpoint is unusable.
+    """
+
+    def __init__(self, config: Any, task: Task, problems: Sequence[Problem],
+                 specs: tuple[ModelSpec, ModelSpec], out_dir: str | os.PathLike, *,
+                 request_ids: RequestIds | None = None, resume: bool = False,
+                 checkpoint_every_s: float = 30.0, checkpoint_every_updates: int = 0,
+                 on_finish: Callable[[ProblemRecord], None] | None = None):
+        self.config, self.task = config, task
+        self.problems = _index(problems)  # problem_id -> Problem
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.request_ids = request_ids or RequestIds()
+        self.cadence = Cadence(checkpoint_every_s, checkpoint_every_updates)
+        self.on_finish = on_finish
+        self.errors: dict[str, str] = {}  # problem_id -> why its requests failed
+        self.cancelled = False
+        self.num_checkpoints = 0
+        self._mine: set[int] = set()  # ids of this job's requests in flight
+        self.state = self._resume() if resume else None
+        if self.state is None:
+            self.state = self._fresh()
+        self.budget = self.state.budget
+        self.scheduler = Scheduler(
+            self.budget, specs[0], specs[1],
+            max_batch_requests=config.engine.max_batch_requests,
+            max_batch_tokens=config.engine.max_batch_tokens,
+            token_bound=partial(token_bound, config.budget.token_bound_slack))
+        self.active = {s.problem_id: s for s in self.state.strategies}  # problem_id -> strategy
+        self.base_stats = dict(self.state.stats)  # problem_id -> counters from before a resume
+        for strategy in self.state.strategies:
+            self.scheduler.add(strategy)
+        self.totals = RunTotals()
+        self._results = self._open_results()
+        self.traces = TraceRecorder(self.out_dir, specs[0].name, specs[1].name, config.search.strategy)
+        with open(self.out_dir / CONFIG_FILE, "w") as f:
+            yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+
+    # -- building ---------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_FILE
+
+    def _fresh(self, finished: dict[str, dict] | None = None) -> JobState:
+        from ponder.search import get_strategy
+
+        finished = finished or {}
+        budget_config = self.config.budget
+        budget = _budget_with(budget_config.flops_total, budget_config.flops_per_problem, finished)
+        context = JobContext(budget=budget)
+        search = self.config.search
+        cls = get_strategy(search.strategy)
+        params = cls.Params.from_dict(search.params)
+        strategies = []
+        for index, problem in enumerate(self.problems.values()):
+            if problem.problem_id in finished:
+                continue
+            tree = Tree(problem.problem_id, self.task.prompt(problem), self.task.step_delimiter)
+            strategies.append(TrackedStrategy(cls(tree, self.task, params,
+                                                  problem_seed(search.seed, index),
+                                                  self.request_ids, context)))
+        return JobState(list(self.problems), budget, self.request_ids, context, strategies,
+                        dict(finished), meta={"strategy": search.strategy})
+
+    def _resume(self) -> JobState | None:
+        finished = {pid: r for pid, r in read_records(self.out_dir / RESULTS_FILE).items()
+                    if pid in self.problems}
+        if not self.checkpoint_path.exists():
+            return self._fresh(finished) if finished else None
+        state = load_job(self.checkpoint_path, self.task, finished, self.request_ids)
+        unknown = sorted(set(state.problem_ids) - set(self.problems))
+        if unknown:
+            raise ValueError(f"checkpoint {self.checkpoint_path} holds problems {unknown[:5]} that "
+                             f"this job does not have; resume with the same problems")
+        return state
+
+    def _open_results(self):
+        """Rewrite results.jsonl from the finished records (in job order), then append to it."""
+        path = self.out_dir / RESULTS_FILE
+        tmp = path.with_name(f".{RESULTS_FILE}.tmp")
+        with open(tmp, "w") as f:
+            for pid in self.problems:
+                record = self.state.finished.get(pid)
+                if record is not None:
+                    f.write(json.dumps(record) + "\n")
+                    self.totals.add(_as_record(record))
+        os.replace(tmp, path)
+        return open(path, "a")
+
+    # -- stepping -----------------------------------------------------------------------
+
+    @property
+    def has_work(self) -> bool:
+        """True until every problem has a written result."""
+        return self.scheduler.has_work
+
+    @property
+    def num_finished(self) -> int:
+        return len(self.state.finished)
+
+    def schedule(self) -> Plan:
+        """The scheduler's next plan; its requests are this job's until their results arrive."""
+        plan = self.scheduler.schedule()
+        for batch in (*plan.generate_batches, *plan.score_batches):
+            self._mine.update(r.request_id for r in batch)
+        self._finish()
+        return plan
+
+    def owns(self, request_id: int) -> bool:
+        """Whether a result with ``request_id`` belongs to this job."""
+        return request_id in self._mine
+
+    def update(self, results: list[Result]) -> None:
+        """Deliver this job's results, write problems that finished, checkpoint if due."""
+        if results:
+            self._mine.difference_update(r.request_id for r in results)
+            self.scheduler.update(results)
+        self._finish()
+        if self.cadence.tick(1 if results else 0) and self.has_work:
+            self.checkpoint()
+
+    def fail(self, requests: list[Request], reason: str) -> None:
+        """Stop the problems of requests that failed on every attempt; their lines say why."""
+        for request in requests:
+            self._mine.discard(request.request_id)
+            problem_id = _problem_of(request)
+            role = "generator" if isinstance(request, GenerateRequest) else "verifier"
+            self.errors.setdefault(problem_id, f"{role} request failed: {reason}")
+            self.scheduler.cancel(problem_id)
+        self._finish()
+
+    def cancel(self) -> int:
+        """Stop every active problem (reason ``cancelled``), releasing its reservations.
+
+        Returns:
+            How many problems were stopped.
+        """
+        self.cancelled = True
+        stopped = sum(self.scheduler.cancel(pid) for pid in list(self.active))
+        self._finish()
+        return stopped
+
+    def _finish(self) -> None:
+        for answer in self.scheduler.pop_finished():
+            strategy = self.active.pop(answer.problem_id)
+            record = self._record(answer)
+            self._results.write(json.dumps(asdict(record)) + "\n")
+            self._results.flush()
+            self.state.finished[answer.problem_id] = asdict(record)
+            self.totals.add(record)
+            problem = self.problems[answer.problem_id]
+            self.traces.record(strategy.tree, problem.problem,
+                               lambda a, p=problem: self.task.verify(p, a))
+            if self.on_finish is not None:
+                self.on_finish(record)
+
+    def _record(self, answer: Answer) -> ProblemRecord:
+        problem_id = answer.problem_id
+        problem = self.problems[problem_id]
+        stats = add_stats(self.base_stats.pop(problem_id, None), answer.extra.get("stats", {}))
+        tokens = {
+            "generator": TokenCounts(stats.get("generator_prompt_tokens", 0),
+                                     stats.get("generator_cached_tokens", 0),
+                                     stats.get("generator_generated_tokens", 0)),
+            "verifier": TokenCounts(stats.get("verifier_prompt_tokens", 0),
+                                    stats.get("verifier_cached_tokens", 0), 0),
+        }
+        return ProblemRecord(
+            id=problem_id, problem=problem.problem, answer=answer.answer, trace=list(answer.trace),
+            correct=self.task.verify(problem, answer.answer), score=answer.score,
+            flops=self.budget.spent(problem_id), budget_flops=self.budget.cap(problem_id),
+            flops_by_model=self.budget.spent_by_model(problem_id),
+            stop_reason="error" if problem_id in self.errors else answer.stop_reason,
+            tokens=tokens, num_nodes=answer.num_nodes, reference=problem.reference,
+            error=self.errors.get(problem_id))
+
+    # -- checkpoints, status, end ---------------------------------------------------------
+
+    def checkpoint(self) -> int:
+        """Write the checkpoint now; returns its size in bytes."""
+        state = self.state
+        state.strategies = list(self.active.values())
+        state.stats = {pid: add_stats(self.base_stats.get(pid), self.scheduler.stats(pid).to_dict())
+                       for pid in self.active}
+        self.num_checkpoints += 1
+        return save_job(self.checkpoint_path, state, self.task)
+
+    def status(self, best: bool = True) -> dict[str, Any]:
+        """Progress, FLOPs and (if ``best``) the best answer so far of every problem."""
+        out = {"num_problems": len(self.problems), "num_finished": self.num_finished,
+               "num_active": len(self.active), "num_solved": self.totals.num_solved,
+               "flops_spent": self.budget.job_spent, "flops_reserved": self.budget.job_reserved,
+               "flops_total": self.budget.flops_total, "cancelled": self.cancelled}
+        if best:
+            answers = {pid: {"answer": r["answer"], "score": r["score"], "correct": r["correct"],
+                             "stop_reason": r["stop_reason"], "flops": r["flops"]}
+                       for pid, r in self.state.finished.items()}
+            for pid, strategy in self.active.items():
+                answer = strategy.answer()
+                answers[pid] = {"answer": answer.answer, "score": answer.score, "correct": None,
+                                "stop_reason": "running", "flops": self.budget.spent(pid)}
+            out["best"] = {pid: answers[pid] for pid in self.problems if pid in answers}
+        return out
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        """Write the final checkpoint (and ``summary.json`` if given); close the files."""
+        try:
+            self.checkpoint()
+            if summary is not None:
+                (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        finally:
+            self._results.close()
+            self.traces.close()
+
+
+def _budget_with(flops_total: int | None, flops_per_problem: int | None,
+                 finished: dict[str, dict]) -> BudgetManager:
+    """A ledger in which ``finished`` problems have already spent what their records say."""
+    budget = BudgetManager(flops_total, flops_per_problem)
+    if not finished:
+        return budget
+    state = budget.to_state()
+    for pid, record in finished.items():
+        cap = record.get("budget_flops", budget.flops_per_problem)
+        state["problems"][pid] = {"cap": cap, "spent_by_model": dict(record.get("flops_by_model") or {})}
+    return BudgetManager.from_state(state)
+
+
+def _as_record(record: dict[str, Any]) -> ProblemRecord:
+    values = dict(record)
+    values["tokens"] = {m: TokenCounts(**c) for m, c in (record.get("tokens") or {}).items()}
+    return ProblemRecord(**values)
+
+
+def _index(problems: Sequence[Problem]) -> dict[str, Problem]:
+    by_id: dict[str, Problem] = {}  # problem_id -> Problem
+    for problem in problems:
+        if problem.problem_id in by_id:
+            raise ValueError(f"problem id {problem.problem_id!r} appears twice; ids must be unique")
+        by_id[problem.problem_id] = problem
+    return by_id
+
+
+def _problem_of(request: Request) -> str:
+    # Strategies name every request's node as "problem_id:node_id" (Tree.prefix_id).
+    return request.prefix_id.rpartition(":")[0]
