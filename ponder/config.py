@@ -98,6 +98,7 @@ class OutputConfig:
     dir: str | None = None  # None: runs/<timestamp>
     progress: str = "auto"  # one of PROGRESS_MODES; auto = a bar on a TTY, lines otherwise
     progress_interval_s: float = 10.0  # seconds between plain progress lines
+    checkpoint_every_s: float = 30.0  # seconds between checkpoints of the job (0: only at the end)
 
 
 @dataclass
@@ -295,6 +296,8 @@ def validate(config: Config) -> None:
         _positive("ray.num_cpus", config.ray.num_cpus)
     _choice("output.progress", config.output.progress, PROGRESS_MODES)
     _positive("output.progress_interval_s", config.output.progress_interval_s)
+    if config.output.checkpoint_every_s < 0:
+        raise ConfigError(f"output.checkpoint_every_s must be >= 0, got {config.output.checkpoint_every_s}")
 
 
 def _validate_model(m: ModelConfig, where: str) -> None:

@@ -156,3 +156,21 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("[ponder] 1/4 problems, solved 1/1, 2.50e06 FLOPs")
     assert lines[-1].startswith("[ponder] 3/4 problems, solved 1/3, 7.00e12 FLOPs")
+
+
+def test_resume_keeps_finished_problems(tmp_path):
+    out = tmp_path / "run"
+    args = ["solve", "--range", "0:3", "--out", str(out), "--no-progress", *SCRIPTED]
+    assert main(args) == 0
+    first = json.loads((out / "summary.json").read_text())
+    lines = (out / "results.jsonl").read_text()
+    assert main([*args, "--resume"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert (out / "results.jsonl").read_text() == lines  # nothing searched twice
+    assert again["num_problems"] == first["num_problems"] == 3
+    assert again["total_flops"] == first["total_flops"]
+
+
+def test_resume_needs_an_out_dir(capsys):
+    assert main(["solve", "--resume", *SCRIPTED]) == EXIT_USAGE
+    assert "--resume needs --out DIR" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ponder.cluster.engine import EngineError, problem_seed, run_inprocess
+from ponder.cluster.engine import problem_seed, run_inprocess
 from ponder.cluster.results import read_results
 from ponder.config import load_config
 from ponder.search import iter_strategies
@@ -164,7 +164,7 @@ def test_a_failing_request_stops_only_its_problem(tmp_path):
 def test_scoring_strategy_without_verifier_is_a_clear_error(tmp_path):
     task, problems, gen, _ = scripted_job(num_problems=1)
     config = inprocess_config("beam", SMALL_PARAMS["beam"])
-    with pytest.raises(EngineError, match="no verifier"):
+    with pytest.raises(ValueError, match="no verifier"):
         run_inprocess(config, problems, tmp_path, gen, None, task=task)
 
 

@@ -57,6 +57,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     solve.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                        help="override a config value, dotted key, YAML value; repeatable "
                             "(e.g. --set search.strategy=mcts --set generator.num_replicas=2)")
+    solve.add_argument("--resume", action="store_true",
+                       help="go on with the run in --out from its checkpoint: finished problems are "
+                            "kept, unfinished ones continue where they were")
     solve.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     solve.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
@@ -128,8 +131,10 @@ def solve_command(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.no_progress:
         config.output.progress = "off"
+    if args.resume and not (args.out or config.output.dir):
+        raise ValueError("--resume needs --out DIR (the run directory to go on with)")
     out_dir = Path(args.out or config.output.dir or default_out_dir())
-    summary = solve(config, args.problems, out_dir, range_=args.range_)
+    summary = solve(config, args.problems, out_dir, range_=args.range_, resume=args.resume)
     print(format_summary(summary, out_dir))
     if summary.get("num_failed"):
         print(f"ponder solve: {summary['num_failed']} problems failed; see 'error' in "
@@ -139,7 +144,8 @@ def solve_command(args: argparse.Namespace) -> int:
 
 
 def solve(config: Any = None, problems: Any = None, out_dir: str | Path | None = None,
-          range_: str | None = None, overrides: Sequence[str] = (), progress: bool = True) -> dict:
+          range_: str | None = None, overrides: Sequence[str] = (), progress: bool = True,
+          resume: bool = False) -> dict:
     """``ponder solve`` from Python: run a job and return its summary.
 
     Args:
@@ -150,6 +156,7 @@ def solve(config: Any = None, problems: Any = None, out_dir: str | Path | None =
         range_: ``"A:B"``, problems A..B-1 of the file.
         overrides: ``key=value`` strings applied to a config loaded from a path.
         progress: False shows no progress.
+        resume: go on from ``out_dir``'s checkpoint and results.
 
     Returns:
         The summary (also written to ``out_dir/summary.json``).
@@ -166,7 +173,7 @@ def solve(config: Any = None, problems: Any = None, out_dir: str | Path | None =
     if problems is None or isinstance(problems, (str, Path)):
         problems = load_job_problems(config, task, problems, range_)
     out_dir = Path(out_dir or config.output.dir or default_out_dir())
-    return run_job(config, list(problems), out_dir, progress=progress, task=task)
+    return run_job(config, list(problems), out_dir, progress=progress, task=task, resume=resume)
 
 
 def make_task(config):

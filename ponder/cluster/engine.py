@@ -1,10 +1,10 @@
 """The engine loop: the one place that dispatches the scheduler's batches to model replicas.
 
-    plan = scheduler.schedule()            # only while some pool can take more
+    plan = runner.schedule()               # only while some pool can take more
     dispatch every batch to its pool       # never waits for a batch to come back
     results = collect(pools)               # whatever finished first, from either pool
-    scheduler.update(results)              # trees advance as their own results arrive
-    write the problems that finished
+    runner.update(results)                 # trees advance as their own results arrive;
+                                           # finished problems are written at once
 
 Generator and verifier replicas work at the same time, and no tree waits for a
 lockstep batch. Pools bound the batches in flight per replica and queue the rest.
@@ -12,45 +12,37 @@ lockstep batch. Pools bound the batches in flight per replica and queue the rest
 The loop runs against either Ray replica pools (``ponder.actors``) or in-process
 pools that call backends directly (``ray.mode: inprocess``, or ``run_inprocess``),
 which tests and the engine-overhead benchmark use; the loop is the same code.
+A ``ponder.cluster.jobs.JobRunner`` holds the job (scheduler, ledger, run directory,
+checkpoints), so ``ponder solve`` and ``ponder serve`` share the loop's two halves.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from dataclasses import asdict
-from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
+from ponder.cluster.checkpoint import RequestIds
 from ponder.cluster.inprocess import InProcessPool, InProcessPools, build_inprocess_pools
+from ponder.cluster.jobs import JobRunner, deliver, dispatch, problem_seed, token_bound
 from ponder.cluster.progress import Progress
-from ponder.cluster.results import ProblemRecord, ResultWriter, TokenCounts, make_summary
+from ponder.cluster.results import make_summary
 from ponder.config import Config
-from ponder.search.budget import BudgetManager
 from ponder.search.flops import ModelSpec
-from ponder.search.messages import GenerateRequest, Request, Result
-from ponder.search.scheduler import Scheduler
-from ponder.search.strategies.base import Answer, JobContext
-from ponder.search.tree import Tree
+from ponder.search.messages import Result
 from ponder.tasks.base import Problem, Task
 
+__all__ = ["Engine", "EngineError", "RayPools", "build_ray_pools", "make_task", "problem_seed",
+           "run_inprocess", "run_job", "run_loop", "token_bound"]
+
 COLLECT_TIMEOUT_S = 1.0  # collect returns as soon as one batch is back; this only bounds idling
+DRAIN_TIMEOUT_S = 30.0  # how long a finished job waits for requests of its cancelled problems
 NO_VERIFIER = ModelSpec(name="none", num_params=0, num_layers=0, d_model=0)
 
 
 class EngineError(RuntimeError):
     """The job cannot go on (a request nobody can serve, the scheduler stuck)."""
-
-
-def token_bound(slack: int, text: str) -> int:
-    """One token per UTF-8 byte plus ``slack`` specials: an upper bound for char and byte-BPE tokenizers."""
-    return len(text.encode("utf-8")) + slack
-
-
-def problem_seed(job_seed: int, index: int) -> int:
-    """The seed of problem ``index``'s strategy: distinct per problem, reproducible per job seed."""
-    return (job_seed * 1_000_003 + index) % 2**31
 
 
 # -- Ray pools ------------------------------------------------------------------------
@@ -114,123 +106,30 @@ def build_ray_pools(config: Config, connect_ray: bool = True) -> RayPools:
 
 # -- one job ---------------------------------------------------------------------------
 
-class _Job:
-    """One run of the loop over a list of problems, writing as problems finish."""
+def run_loop(runner: JobRunner, pools: Any) -> None:
+    """Step ``runner`` until every problem has an answer: the loop of ``ponder solve``.
 
-    def __init__(self, config: Config, task: Task, problems: Sequence[Problem], pools: Any,
-                 writer: ResultWriter, progress: Progress, next_request_id: Callable[[], int]):
-        from ponder.search import get_strategy
+    ``dispatch`` and ``deliver`` (``ponder.cluster.jobs``) are the two halves that
+    ``ponder serve`` runs for many jobs at once; this is the same loop for one.
 
-        self.config, self.task, self.pools = config, task, pools
-        self.writer, self.progress = writer, progress
-        self.problems = _index(problems)  # problem_id -> Problem
-        self.errors: dict[str, str] = {}  # problem_id -> why its requests failed
-        self.budget = BudgetManager(config.budget.flops_total, config.budget.flops_per_problem)
-        verifier_spec = pools.verifier.model_spec() if pools.verifier is not None else NO_VERIFIER
-        self.scheduler = Scheduler(
-            self.budget, pools.generator.model_spec(), verifier_spec,
-            max_batch_requests=config.engine.max_batch_requests,
-            max_batch_tokens=config.engine.max_batch_tokens,
-            token_bound=partial(token_bound, config.budget.token_bound_slack))
-        cls = get_strategy(config.search.strategy)
-        params = cls.Params.from_dict(config.search.params)
-        context = JobContext(budget=self.budget)
-        for index, problem in enumerate(problems):
-            tree = Tree(problem.problem_id, task.prompt(problem), task.step_delimiter)
-            self.scheduler.add(cls(tree, task, params, problem_seed(config.search.seed, index),
-                                   next_request_id, context))
-
-    def run(self) -> None:
-        """Grow every tree until each problem has an answer."""
-        scheduler, pools = self.scheduler, self.pools
-        while scheduler.has_work:
-            idle = not any(pool.num_in_flight for pool in pools.all())
-            if idle or any(pool.has_capacity() for pool in pools.all()):
-                self._dispatch(scheduler.schedule())
-            self._finish(scheduler.pop_finished())
-            if not scheduler.has_work:
-                break
-            if idle and not any(pool.num_in_flight for pool in pools.all()):
-                raise EngineError(f"{scheduler.num_active} problems are unfinished but none has "
-                                  f"a request to run (a strategy waits for nothing)")
-            results = pools.collect(COLLECT_TIMEOUT_S)
-            if results:
-                scheduler.update(results)
-            self._cancel_failed()
-            self._finish(scheduler.pop_finished())
-        self._drain()
-
-    def _dispatch(self, plan) -> None:
-        for batch in plan.generate_batches:
-            self.pools.generator.dispatch(batch)
-        if plan.score_batches and self.pools.verifier is None:
-            raise EngineError(f"strategy {self.config.search.strategy!r} asks a verifier to score "
-                              f"paths, but the config has no verifier (set verifier.backend)")
-        for batch in plan.score_batches:
-            self.pools.verifier.dispatch(batch)
-
-    def _cancel_failed(self) -> None:
-        """Stop problems whose requests failed on every attempt; their lines say why."""
-        for pool in self.pools.all():
-            for request in pool.pop_failed():
-                problem_id = _problem_of(request)
-                reason = getattr(pool, "last_error", None) or "the backend raised on every attempt"
-                self.errors.setdefault(problem_id, f"{_role(request)} request failed: {reason}")
-                self.scheduler.cancel(problem_id)
-
-    def _drain(self) -> None:
-        # Requests of cancelled problems may still be out; take them back so the pools
-        # are empty for the next job (their results are dropped by the scheduler).
-        deadline = time.monotonic() + 30.0
-        while any(pool.num_in_flight for pool in self.pools.all()) and time.monotonic() < deadline:
-            self.scheduler.update(self.pools.collect(COLLECT_TIMEOUT_S))
-            for pool in self.pools.all():
-                pool.pop_failed()
-
-    def _finish(self, answers: list[Answer]) -> None:
-        for answer in answers:
-            record = self._record(answer)
-            self.writer.write(record)
-            self.progress.update(1, int(bool(record.correct)), int(record.correct is not None),
-                                 flops=self.budget.job_spent)
-
-    def _record(self, answer: Answer) -> ProblemRecord:
-        problem = self.problems[answer.problem_id]
-        stats = answer.extra.get("stats", {})
-        tokens = {
-            "generator": TokenCounts(stats.get("generator_prompt_tokens", 0),
-                                     stats.get("generator_cached_tokens", 0),
-                                     stats.get("generator_generated_tokens", 0)),
-            "verifier": TokenCounts(stats.get("verifier_prompt_tokens", 0),
-                                    stats.get("verifier_cached_tokens", 0), 0),
-        }
-        problem_id = answer.problem_id
-        return ProblemRecord(
-            id=problem_id, problem=problem.problem, answer=answer.answer, trace=list(answer.trace),
-            correct=self.task.verify(problem, answer.answer), score=answer.score,
-            flops=self.budget.spent(problem_id), budget_flops=self.budget.cap(problem_id),
-            flops_by_model=self.budget.spent_by_model(problem_id),
-            stop_reason="error" if problem_id in self.errors else answer.stop_reason,
-            tokens=tokens, num_nodes=answer.num_nodes, reference=problem.reference,
-            error=self.errors.get(problem_id))
-
-
-def _index(problems: Sequence[Problem]) -> dict[str, Problem]:
-    by_id: dict[str, Problem] = {}  # problem_id -> Problem
-    for problem in problems:
-        if problem.problem_id in by_id:
-            raise ValueError(f"problem id {problem.problem_id!r} appears twice; ids must be unique")
-        by_id[problem.problem_id] = problem
-    return by_id
-
-
-def _role(request: Request) -> str:
-    return "generator" if isinstance(request, GenerateRequest) else "verifier"
-
-
-def _problem_of(request: Request) -> str:
-    # Strategies name every request's node as "problem_id:node_id" (Tree.prefix_id).
-    return request.prefix_id.rpartition(":")[0]
+    Raises:
+        EngineError: problems remain but none has a request to run.
+        ValueError: a strategy asks for scores and the job has no verifier.
+    """
+    while runner.has_work:
+        idle = not any(pool.num_in_flight for pool in pools.all())
+        dispatch([runner], pools)
+        if not runner.has_work:
+            break
+        if idle and not any(pool.num_in_flight for pool in pools.all()):
+            raise EngineError(f"{len(runner.active)} problems are unfinished but none has "
+                              f"a request to run (a strategy waits for nothing)")
+        deliver([runner], pools, pools.collect(COLLECT_TIMEOUT_S))
+    # Requests of cancelled problems may still be out; take them back so the pools are
+    # empty for the engine's next job (the runner drops their results).
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while any(pool.num_in_flight for pool in pools.all()) and time.monotonic() < deadline:
+        deliver([runner], pools, pools.collect(COLLECT_TIMEOUT_S))
 
 
 # -- public API --------------------------------------------------------------------------
@@ -250,7 +149,7 @@ class Engine:
         self.task = task if task is not None else make_task(config)
         self._pools = pools
         self._owns_pools = pools is None
-        self._request_ids = itertools.count()  # unique over every job of this engine
+        self._request_ids = RequestIds()  # unique over every job of this engine
         self.setup_seconds = 0.0
 
     def pools(self) -> Any:
@@ -265,43 +164,63 @@ class Engine:
         return self._pools
 
     def run(self, problems: Sequence[Problem], out_dir: str | os.PathLike,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, resume: bool = False) -> dict[str, Any]:
         """Solve ``problems``; write ``results.jsonl``, ``summary.json`` and ``config.yaml`` to ``out_dir``.
+
+        The run directory also gets ``trees.jsonl`` (every finished tree, for training)
+        and a checkpoint every ``output.checkpoint_every_s`` seconds.
+
+        Args:
+            problems: the problems, with unique ids.
+            out_dir: the run directory.
+            progress: show progress as ``output.progress`` says; False shows none.
+            resume: go on from ``out_dir``'s checkpoint and results: finished problems are
+                kept, the rest continue where the checkpoint left them.
 
         Returns:
             The summary (also in ``summary.json``). If interrupted, the summary of the
-            problems finished so far is still written before the exception propagates.
+            problems finished so far and a checkpoint are written before the exception
+            propagates.
 
         Raises:
-            ValueError: duplicate problem ids. EngineError: the job cannot go on.
+            ValueError: duplicate problem ids, or a strategy that needs a verifier without one.
+            EngineError: the job cannot go on.
         """
         config = self.config
         pools = self.pools()  # before the run directory: a model that fails to load leaves none
-        with ResultWriter(out_dir) as writer:
-            writer.write_config(config.to_dict())
-            mode = config.output.progress if progress else "off"
+        verifier = pools.verifier.model_spec() if pools.verifier is not None else NO_VERIFIER
+        specs = (pools.generator.model_spec(), verifier)
+        mode = config.output.progress if progress else "off"
+        with Progress(len(problems), mode, config.output.progress_interval_s) as bar:
+            runner = JobRunner(config, self.task, problems, specs, out_dir,
+                               request_ids=self._request_ids, resume=resume,
+                               checkpoint_every_s=config.output.checkpoint_every_s)
+            bar.update(runner.num_finished, runner.totals.num_solved, runner.totals.num_verifiable,
+                       flops=runner.budget.job_spent)
+            runner.on_finish = lambda record: bar.update(
+                1, int(bool(record.correct)), int(record.correct is not None),
+                flops=runner.budget.job_spent)
             start = time.monotonic()
-            with Progress(len(problems), mode, config.output.progress_interval_s) as bar:
-                job = _Job(config, self.task, problems, pools, writer, bar, self._request_ids.__next__)
-                try:
-                    job.run()
-                finally:
-                    summary = self._summary(job, writer, time.monotonic() - start, len(problems))
-                    writer.write_summary(summary)
+            summary = None
+            try:
+                run_loop(runner, pools)
+            finally:
+                summary = self._summary(runner, specs, time.monotonic() - start, len(problems))
+                runner.close(summary)
         return summary
 
-    def _summary(self, job: _Job, writer: ResultWriter, wall: float, num_requested: int) -> dict:
+    def _summary(self, runner: JobRunner, specs: tuple[ModelSpec, ModelSpec], wall: float,
+                 num_requested: int) -> dict[str, Any]:
         config = self.config
         summary = make_summary(
-            writer.totals, total_flops=job.budget.job_spent,
-            flops_by_model=job.budget.spent_by_model(), wall_seconds=wall,
+            runner.totals, total_flops=runner.budget.job_spent,
+            flops_by_model=runner.budget.spent_by_model(), wall_seconds=wall,
             strategy=config.search.strategy, strategy_params=config.search.params,
             budget=asdict(config.budget), task=getattr(self.task, "name", "") or config.task.name,
             num_requested=num_requested)
-        summary["num_failed"] = len(job.errors)
+        summary["num_failed"] = len(runner.errors)
         summary["setup_seconds"] = round(self.setup_seconds, 3)
-        summary["models"] = {"generator": asdict(job.scheduler.generator_spec),
-                             "verifier": asdict(job.scheduler.verifier_spec)}
+        summary["models"] = {"generator": asdict(specs[0]), "verifier": asdict(specs[1])}
         return summary
 
     def close(self) -> None:
@@ -325,7 +244,7 @@ def make_task(config: Config) -> Task:
 
 
 def run_job(config: Config, problems: Sequence[Problem], out_dir: str | os.PathLike,
-            progress: bool = True, task: Task | None = None) -> dict[str, Any]:
+            progress: bool = True, task: Task | None = None, resume: bool = False) -> dict[str, Any]:
     """Solve ``problems`` with the pools ``config`` describes (Ray, or in-process), then shut down.
 
     Args:
@@ -334,12 +253,13 @@ def run_job(config: Config, problems: Sequence[Problem], out_dir: str | os.PathL
         out_dir: the run directory for results.jsonl, summary.json and config.yaml.
         progress: show progress as ``config.output.progress`` says; False shows none.
         task: the task object (default: built from ``config.task``).
+        resume: go on from ``out_dir``'s checkpoint and results (see ``Engine.run``).
 
     Returns:
         The summary dict written to ``summary.json``.
     """
     with Engine(config, task) as engine:
-        return engine.run(problems, out_dir, progress)
+        return engine.run(problems, out_dir, progress, resume=resume)
 
 
 def run_inprocess(config: Config, problems: Sequence[Problem], out_dir: str | os.PathLike,
