@@ -7,6 +7,7 @@ carriage-return noise.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -97,7 +98,8 @@ class Progress:
 
 
 def _isatty(stream: TextIO) -> bool:
+    """A terminal a bar can be drawn on (a pty of width 0, as under `script`, cannot)."""
     try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, ValueError, OSError):
         return False
