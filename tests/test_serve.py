@@ -111,3 +111,71 @@ def test_a_restarted_service_resumes_unfinished_jobs(tmp_path):
         again.stop()
     assert result["state"] == "done"
     assert sorted(r["id"] for r in result["results"]) == sorted(p.problem_id for p in problems)
+
+
+# -- the detached Ray actor and its client ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    import os
+    from pathlib import Path
+
+    from ponder.cluster.runtime import connect
+
+    tests_dir = str(Path(__file__).resolve().parent)
+    path = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
+    runtime = connect(num_cpus=2, log_to_driver=False, namespace="ponder",
+                      runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield runtime
+    runtime.shutdown()
+
+
+def actor_config():
+    from ponder.config import load_config
+
+    task, problems, gen, _ = test_engine.scripted_job(num_problems=4)
+    role = {"backend": "scripted", "num_cpus": 0.25, "kwargs": {"problems": gen.problems, "seed": 1}}
+    config = load_config(data={
+        "task": {"name": "test_engine:ScriptedQATask"},
+        "search": {"strategy": "beam", "params": {"beam_width": 2, "expansion_factor": 2}},
+        "generator": role, "verifier": role, "budget": {"flops_per_problem": 5_000_000},
+        "output": {"progress": "off"}})
+    return config, problems
+
+
+@pytest.mark.ray
+def test_detached_actor_serves_clients_and_resumes_after_its_process_dies(ray_runtime, tmp_path):
+    import os
+    import signal
+
+    import ray
+
+    from ponder.cluster.client import PonderClient, start_actor
+    from ponder.cluster.serve import ACTOR_NAME, NAMESPACE
+
+    config, problems = actor_config()
+    handle = start_actor(config, tmp_path, checkpoint_every_s=0.2)
+    try:
+        client = PonderClient()
+        assert client.ping()["task"] == "scripted_qa"
+        first = client.submit(problems, strategy="best_of_n", params={"n": 3, "max_solution_tokens": 64})
+        done = client.result(first, wait=True, timeout=120, poll_s=0.1)
+        assert done["state"] == "done" and len(done["results"]) == 4
+        assert all(0 < r["flops"] <= 5_000_000 for r in done["results"])
+
+        second = client.submit(problems, strategy="mcts", params={"num_simulations": 24})
+        while client.status(second)["num_finished"] == 0 and (tmp_path / "jobs" / second /
+                                                              "checkpoint.ponder").exists() is False:
+            time.sleep(0.05)
+        pid = ray.get(handle.__ray_call__.remote(lambda self: os.getpid()))
+        os.kill(pid, signal.SIGKILL)  # the engine's process dies; Ray restarts the actor
+        client = PonderClient()
+        finished = client.result(second, wait=True, timeout=180, poll_s=0.2)
+        assert finished["state"] == "done"
+        assert sorted(r["id"] for r in finished["results"]) == sorted(p.problem_id for p in problems)
+        assert all(r["flops"] <= 5_000_000 for r in finished["results"])
+        with pytest.raises(Exception, match="no job 'nope'"):
+            client.status("nope")
+        assert {j["job_id"] for j in client.status()["jobs"]} == {first, second}
+    finally:
+        ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE), no_restart=True)
