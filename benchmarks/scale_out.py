@@ -1,0 +1,116 @@
+"""Scale-out: throughput with k generator replicas over k times one replica's, when replicas set the pace.
+
+    python benchmarks/scale_out.py            # k = 1, 2, 4, 8, 16, 2 repeats each (~4 min)
+    python benchmarks/scale_out.py --quick    # k = 1, 4, 16, 1 repeat (~1 min)
+
+Every generator replica is a ``ScriptedLatencyGenerator`` (benchmarks/_fakes.py):
+instant scripted steps, and every call takes a fixed 50 ms, however many requests
+it carries, by sleeping; so CPU is not what limits a replica, and one replica's
+throughput is set by how many requests the engine gets into each of its calls and
+how well it keeps the replica busy. k replicas should then give k times that.
+
+The job: PRM beam search (beam width 4, expansion factor 4, 4 levels a tree) on
+``PROBLEMS_PER_REPLICA * k`` scripted problems (weak scaling: each replica has the
+same work, so start-up and tail of the job weigh the same at every k). Verifier:
+``max(1, k // 4)`` replicas of ``ScriptedLatencyVerifier`` at 5 ms a call, enough
+that it never sets the pace (its busy share is printed). Engine settings:
+``max_batch_requests = 8``, ``max_in_flight_batches = 2``; every replica takes
+0.05 logical CPU so that 16 + 4 actors fit a local Ray of 2 CPUs (this box).
+
+Throughput is node expansions (samples added to trees) per wall second of
+``Engine.run``; efficiency(k) = throughput(k) / (k * throughput(1)), medians over
+repeats of the throughputs. Also printed per k: the generator replicas' mean busy
+share (time inside calls / wall, from the actors' own counters), requests per
+call, and the driver's CPU share (if it nears 1, the driver, not the replicas,
+limits throughput).
+"""
+
+from __future__ import annotations
+
+from _common import (FAKES, busy_seconds, emit, make_config, median, parser, ray_engine,
+                     ray_session, role, say, timed_run)
+from _fakes import ScriptedQATask, instant_problems
+
+GOAL = 0.9
+BATCH_LATENCY_S = 0.05  # every generator call, whatever its size
+VERIFIER_LATENCY_S = 0.005
+BEAM = {"beam_width": 4, "expansion_factor": 4}
+INSTANT_STEPS = 4
+ENGINE = {"max_batch_requests": 8, "max_in_flight_batches": 2}
+REPLICA_CPUS = 0.05  # logical CPUs per actor: 16 + 4 replicas fit Ray's 2
+PROBLEMS_PER_REPLICA = 48
+
+
+def config_for(k: int):
+    """k generator replicas, max(1, k // 4) verifier replicas, on Ray."""
+    generator = role(f"{FAKES}:ScriptedLatencyGenerator",
+                     {"instant_steps": INSTANT_STEPS, "batch_latency_s": BATCH_LATENCY_S},
+                     num_replicas=k, num_cpus=REPLICA_CPUS)
+    verifier = role(f"{FAKES}:ScriptedLatencyVerifier",
+                    {"instant": True, "batch_latency_s": VERIFIER_LATENCY_S},
+                    num_replicas=max(1, k // 4), num_cpus=REPLICA_CPUS)
+    return make_config("beam", BEAM, generator, verifier, mode="ray", engine=ENGINE)
+
+
+def measure(k: int, problems_per_replica: int, repeats: int) -> dict:
+    """Throughput of ``repeats`` jobs with k generator replicas, plus what kept it there."""
+    task, problems = ScriptedQATask(), instant_problems(problems_per_replica * k)
+    rows = []
+    with ray_engine(config_for(k), task) as engine:
+        pools = engine.pools()
+        timed_run(engine, instant_problems(4 * k))  # warm-up: every replica has served
+        for _ in range(repeats):
+            gen_before, ver_before = busy_seconds(pools.generator), busy_seconds(pools.verifier)
+            stats_before = pools.generator.stats()
+            run = timed_run(engine, problems)
+            gen_busy = [b - a for a, b in zip(gen_before, busy_seconds(pools.generator))]
+            ver_busy = [b - a for a, b in zip(ver_before, busy_seconds(pools.verifier))]
+            stats = pools.generator.stats()
+            calls = stats["num_calls"] - stats_before["num_calls"]
+            requests = stats["num_results"] - stats_before["num_results"]
+            rows.append({"throughput": run.num_expansions / run.wall_s, "wall_s": run.wall_s,
+                         "generator_busy": sum(gen_busy) / len(gen_busy) / run.wall_s,
+                         "verifier_busy": sum(ver_busy) / len(ver_busy) / run.wall_s,
+                         "requests_per_call": requests / calls if calls else 0.0,
+                         "driver_cpu": run.cpu_s / run.wall_s})
+        setup_s = engine.setup_seconds
+    out = {key: median([r[key] for r in rows]) for key in rows[0]}
+    out["repeats"] = [round(r["throughput"]) for r in rows]
+    out["setup_s"] = setup_s
+    return out
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    ks = (1, 4, 16) if args.quick else (1, 2, 4, 8, 16)
+    repeats = args.repeats or (1 if args.quick else 2)
+    per_replica = PROBLEMS_PER_REPLICA // 2 if args.quick else PROBLEMS_PER_REPLICA
+    say(f"beam {BEAM}, {per_replica} problems per generator replica, generator calls "
+        f"{BATCH_LATENCY_S * 1000:.0f} ms each, engine {ENGINE}, {repeats} repeat(s) per k")
+    results = {}
+    with ray_session(num_cpus=2):
+        for k in ks:
+            results[k] = r = measure(k, per_replica, repeats)
+            say(f"  k={k:2d}: {r['throughput']:8,.0f} expansions/s in {r['wall_s']:.1f} s "
+                f"(setup {r['setup_s']:.0f} s); generator busy {r['generator_busy']:.0%}, "
+                f"verifier busy {r['verifier_busy']:.0%}, {r['requests_per_call']:.1f} requests "
+                f"a call, driver CPU {r['driver_cpu']:.0%}")
+    one = results[ks[0]]["throughput"]
+    efficiency = {k: r["throughput"] / (k * one) for k, r in results.items()}
+    say("k  throughput/s  efficiency = throughput(k) / (k x throughput(1))")
+    for k, e in efficiency.items():
+        say(f"{k:2d}  {results[k]['throughput']:11,.0f}  {e:.3f}")
+    worst = min(efficiency.values())
+    say(f"minimum efficiency {worst:.3f}: {'meets' if worst >= GOAL else 'BELOW'} the goal of {GOAL}")
+    emit("scale_out", min_efficiency=worst, goal=GOAL,
+         efficiency={str(k): e for k, e in efficiency.items()},
+         throughput={str(k): round(r["throughput"]) for k, r in results.items()},
+         generator_busy={str(k): r["generator_busy"] for k, r in results.items()},
+         requests_per_call={str(k): r["requests_per_call"] for k, r in results.items()},
+         driver_cpu={str(k): r["driver_cpu"] for k, r in results.items()},
+         batch_latency_s=BATCH_LATENCY_S, problems_per_replica=per_replica, repeats=repeats,
+         quick=args.quick)
+
+
+if __name__ == "__main__":
+    main()
