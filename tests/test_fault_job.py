@@ -150,7 +150,7 @@ def test_a_node_lost_mid_job(cluster, tmp_path):
 
 def solve_args(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ponder.cluster.cli", "solve", "--range", "0:8", "--out", str(out),
-            "--no-progress", "--checkpoint-every-s", "0.2",
+            "--no-progress", "--set", "output.checkpoint_every_s=0.2",
             "--set", "generator.backend=test_fault:SlowScriptedGenerator",
             "--set", "generator.kwargs.instant_steps=4", "--set", "generator.kwargs.delay_s=0.05",
             "--set", f"generator.kwargs.marker_dir={out.parent}",
@@ -159,6 +159,7 @@ def solve_args(out: Path, *extra: str) -> list[str]:
             "--set", "search.strategy=beam", "--set", "search.params.beam_width=2",
             "--set", "search.params.expansion_factor=2",
             "--set", f"budget.flops_per_problem={PER_PROBLEM}", "--set", f"budget.flops_total={TOTAL}",
+            "--set", "ray.runtime_env=" + json.dumps({"env_vars": {"PYTHONPATH": TESTS_DIR}}),
             *extra]
 
 
@@ -166,7 +167,7 @@ def _solve_has_resume() -> bool:
     from ponder.cluster.cli import build_parser
 
     try:
-        build_parser(["solve"]).parse_args(["solve", "--resume", "--checkpoint-every-s", "1"])
+        build_parser(["solve"]).parse_args(["solve", "--resume"])
     except SystemExit:
         return False
     return True

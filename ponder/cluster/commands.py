@@ -1,0 +1,160 @@
+"""The long-horizon subcommands of ``ponder``: serve, submit, status, result, cancel,
+export-traces and train-verifier. ``ponder.cluster.cli`` adds them with ``add_commands``
+and runs them with ``run``; each prints what a person needs and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("serve", "submit", "status", "result", "cancel", "export-traces", "train-verifier")
+
+
+def add_commands(commands: Any, command: str | None) -> None:
+    """Add the subcommands to ``commands`` (an argparse subparsers object).
+
+    ``train-verifier``'s options import torch, so they are added only when
+    ``command`` (the one being run) is ``train-verifier``.
+    """
+    from ponder.cluster.client import DEFAULT_STATE_DIR
+
+    state = dict(metavar="DIR", default=str(DEFAULT_STATE_DIR),
+                 help=f"the engine's state directory (default {DEFAULT_STATE_DIR})")
+    serve = commands.add_parser("serve", help="run the persistent engine (a detached Ray actor)",
+                                description="Start the persistent engine. Without --address: a "
+                                            "local Ray on 127.0.0.1, in the foreground until "
+                                            "Ctrl-C. Unfinished jobs in the state dir resume.")
+    serve.add_argument("--config", "-c", metavar="YAML", default=None)
+    serve.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides")
+    serve.add_argument("--state-dir", **state)
+    serve.add_argument("--address", default=None,
+                       help="join this Ray cluster and return (the actor stays there)")
+    serve.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+    serve.add_argument("--checkpoint-every-s", type=float, default=30.0)
+
+    submit = commands.add_parser("submit", help="submit a file of problems to the engine")
+    submit.add_argument("file", metavar="FILE", help="JSONL of problems, or a 24.csv")
+    submit.add_argument("--range", metavar="A:B", default=None, dest="range_")
+    submit.add_argument("--budget", type=float, default=None, metavar="FLOPS",
+                        help="the job's FLOP cap (default: the engine config's)")
+    submit.add_argument("--budget-per-problem", type=float, default=None, metavar="FLOPS")
+    submit.add_argument("--strategy", default=None)
+    submit.add_argument("--param", metavar="KEY=VALUE", action="append", default=[],
+                        help="a search parameter (YAML value), repeatable")
+    for name, help_ in (("status", "progress, FLOPs and best answers of a job (or all jobs)"),
+                        ("result", "a finished job's summary and answers"),
+                        ("cancel", "stop a job and free its reservations")):
+        sub = commands.add_parser(name, help=help_)
+        sub.add_argument("job_id", metavar="ID", nargs="?" if name == "status" else None)
+        if name == "result":
+            sub.add_argument("--wait", action="store_true", help="block until the job finishes")
+    for sub in (submit, *(commands.choices[n] for n in ("status", "result", "cancel"))):
+        sub.add_argument("--state-dir", **state)
+        sub.add_argument("--address", default=None, help="the Ray cluster (default: from the state dir)")
+        sub.add_argument("--json", action="store_true", help="print JSON")
+
+    export = commands.add_parser("export-traces", help="search traces as JSONL + parquet",
+                                 description="Flatten the trees.jsonl of run directories under "
+                                             "DIR into traces.jsonl and traces.parquet.")
+    export.add_argument("dirs", metavar="DIR", nargs="+")
+    export.add_argument("--out", default=None, metavar="DIR", help="default: the first DIR")
+
+    train = commands.add_parser("train-verifier", help="fine-tune the embedded verifier on traces",
+                                description="One turn of the data flywheel (puzzles 900-999 are "
+                                            "never trained on).")
+    if command == "train-verifier":
+        from ponder.models.flywheel import add_arguments
+
+        add_arguments(train)
+    for sub in (serve, submit, export, train, *(commands.choices[n] for n in ("status", "result", "cancel"))):
+        sub.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand ``args.command``; returns the exit status."""
+    if args.command == "serve":
+        from ponder.cluster.client import serve
+        from ponder.config import load_config
+
+        config = load_config(args.config, args.overrides)
+        return serve(config, args.state_dir, args.address, args.checkpoint_every_s, args.num_cpus)
+    if args.command == "export-traces":
+        from ponder.cluster.traces import export_traces
+
+        info = export_traces(args.dirs, args.out or args.dirs[0])
+        print(f"{info['rows']} rows from {info['problems']} trees: {info['jsonl']} {info['parquet']}")
+        return 0
+    if args.command == "train-verifier":
+        from ponder.models.flywheel import run as train_verifier
+
+        return train_verifier(args)
+    return _client_command(args)
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from ponder.cluster.client import PonderClient
+
+    client = PonderClient(args.address, args.state_dir)
+    if args.command == "submit":
+        job_id = client.submit(_problems(client, args), args.budget, args.budget_per_problem,
+                               args.strategy, _params(args.param) if args.param else None)
+        print(job_id)
+        return 0
+    if args.command == "cancel":
+        stopped = client.cancel(args.job_id)
+        print(f"job {args.job_id}: {'cancelled' if stopped else 'not running'}")
+        return 0
+    if args.command == "result":
+        out = client.result(args.job_id, wait=args.wait)
+        if out is None:
+            print(f"job {args.job_id} is still running (ponder status {args.job_id})", file=sys.stderr)
+            return 1
+    else:
+        out = client.status(args.job_id)
+    print(json.dumps(out, indent=2) if args.json else format_status(out))
+    return 0
+
+
+def _problems(client: Any, args: argparse.Namespace) -> list:
+    from ponder.tasks import get_task, load_problems
+
+    task = get_task(client.ping()["task"])
+    return load_problems(args.file, task, args.range_)
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param takes KEY=VALUE, got {item!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+def format_status(out: dict[str, Any]) -> str:
+    """A job status, a job result or the list of jobs, as lines for a terminal."""
+    from ponder.cluster.progress import format_flops
+
+    if "jobs" in out:
+        lines = [f"{j['job_id']}  {j['state']:<9}  {j['num_finished'] or 0}/{j['num_problems']} done  "
+                 f"{format_flops(j['flops_spent'] or 0)} FLOPs" for j in out["jobs"]]
+        return "\n".join(lines) or "no jobs"
+    if "summary" in out:
+        summary = out["summary"] or {}
+        head = (f"job {out['job_id']}: {out['state']}, {summary.get('num_solved')}/"
+                f"{summary.get('num_verifiable')} solved, {format_flops(summary.get('total_flops', 0))} FLOPs")
+        rows = [f"  {r['id']}: {r['answer']!s}  ({r['stop_reason']}, correct={r['correct']})"
+                for r in out["results"]]
+        return "\n".join([head, *rows])
+    head = (f"job {out['job_id']}: {out['state']}, {out['num_finished']}/{out['num_problems']} done, "
+            f"{format_flops(out['flops_spent'] or 0)} FLOPs spent")
+    rows = [f"  {pid}: {b['answer']!s}  ({b['stop_reason']}, score={b['score']})"
+            for pid, b in (out.get("best") or {}).items()]
+    return "\n".join([head, *rows])
