@@ -242,3 +242,30 @@ def test_resumed_job_with_caps_never_passes_them(tmp_path):
     assert {r["id"] for r in rows} == {p.problem_id for p in problems}
     assert all(r["flops"] <= 1_200_000 for r in rows)
     assert sum(r["flops"] for r in rows) == resumed.budget.job_spent <= 4_000_000
+
+
+def test_resume_with_more_problems_searches_the_new_ones(tmp_path):
+    config, task, problems, gen, ver = _engine_job("beam")
+    first = _runner(config, task, problems[:3], gen, ver, tmp_path, checkpoint_every_s=0,
+                    checkpoint_every_updates=1)
+    assert not _drive(first, gen, ver, max_updates=4)
+    first._results.close()
+    resumed = _runner(config, task, problems, gen, ver, tmp_path, resume=True)
+    assert _drive(resumed, gen, ver)
+    resumed.close()
+    assert set(_lines(tmp_path)) == {p.problem_id for p in problems}
+
+
+def test_resume_refuses_another_strategy_or_fewer_problems(tmp_path):
+    from ponder.config import load_config
+
+    config, task, problems, gen, ver = _engine_job("beam")
+    first = _runner(config, task, problems, gen, ver, tmp_path, checkpoint_every_s=0,
+                    checkpoint_every_updates=1)
+    _drive(first, gen, ver, max_updates=2)
+    first._results.close()
+    other = load_config(data={**config.to_dict(), "search": {"strategy": "mcts"}})
+    with pytest.raises(ValueError, match="written by strategy 'beam', not 'mcts'"):
+        _runner(other, task, problems, gen, ver, tmp_path, resume=True)
+    with pytest.raises(ValueError, match="holds problems"):
+        _runner(config, task, problems[:2], gen, ver, tmp_path, resume=True)

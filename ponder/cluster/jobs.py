@@ -113,25 +113,30 @@ class JobRunner:
         return self.out_dir / CHECKPOINT_FILE
 
     def _fresh(self, finished: dict[str, dict] | None = None) -> JobState:
-        from ponder.search import get_strategy
-
         finished = finished or {}
         budget_config = self.config.budget
         budget = _budget_with(budget_config.flops_total, budget_config.flops_per_problem, finished)
-        context = JobContext(budget=budget)
+        state = JobState(list(self.problems), budget, self.request_ids, JobContext(budget=budget),
+                         finished=dict(finished), meta={"strategy": self.config.search.strategy})
+        state.strategies = self._new_strategies(state)
+        return state
+
+    def _new_strategies(self, state: JobState) -> list[TrackedStrategy]:
+        """Strategies for the problems that are neither finished nor in ``state`` yet."""
+        from ponder.search import get_strategy
+
         search = self.config.search
         cls = get_strategy(search.strategy)
         params = cls.Params.from_dict(search.params)
-        strategies = []
+        have = set(state.finished) | {s.problem_id for s in state.strategies}
+        out = []
         for index, problem in enumerate(self.problems.values()):
-            if problem.problem_id in finished:
+            if problem.problem_id in have:
                 continue
             tree = Tree(problem.problem_id, self.task.prompt(problem), self.task.step_delimiter)
-            strategies.append(TrackedStrategy(cls(tree, self.task, params,
-                                                  problem_seed(search.seed, index),
-                                                  self.request_ids, context)))
-        return JobState(list(self.problems), budget, self.request_ids, context, strategies,
-                        dict(finished), meta={"strategy": search.strategy})
+            out.append(TrackedStrategy(cls(tree, self.task, params, problem_seed(search.seed, index),
+                                           self.request_ids, state.context)))
+        return out
 
     def _resume(self) -> JobState | None:
         finished = {pid: r for pid, r in read_records(self.out_dir / RESULTS_FILE).items()
@@ -139,10 +144,16 @@ class JobRunner:
         if not self.checkpoint_path.exists():
             return self._fresh(finished) if finished else None
         state = load_job(self.checkpoint_path, self.task, finished, self.request_ids)
+        saved = state.meta.get("strategy")
+        if saved != self.config.search.strategy:
+            raise ValueError(f"checkpoint {self.checkpoint_path} was written by strategy {saved!r}, "
+                             f"not {self.config.search.strategy!r}; resume with the same search config")
         unknown = sorted(set(state.problem_ids) - set(self.problems))
         if unknown:
             raise ValueError(f"checkpoint {self.checkpoint_path} holds problems {unknown[:5]} that "
                              f"this job does not have; resume with the same problems")
+        state.problem_ids = list(self.problems)
+        state.strategies += self._new_strategies(state)  # problems added since the checkpoint
         return state
 
     def _open_results(self):
