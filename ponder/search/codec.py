@@ -93,20 +93,37 @@ def _allow_builtins() -> None:
 
 # -- encoding ---------------------------------------------------------------------------
 
+_FIELD_NAMES: dict[type, tuple[tuple[str, ...], bool]] = {}  # class -> (slot names, has __dict__)
+
+
+def _field_names(cls: type) -> tuple[tuple[str, ...], bool]:
+    """Every slot along the MRO (private ones name-mangled), and whether instances have a __dict__."""
+    cached = _FIELD_NAMES.get(cls)
+    if cached is None:
+        names = []
+        for klass in cls.__mro__:
+            slots = klass.__dict__.get("__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                if name in ("__dict__", "__weakref__"):
+                    continue
+                if name.startswith("__") and not name.endswith("__"):
+                    name = f"_{klass.__name__.lstrip('_')}{name}"  # name-mangled private slot
+                names.append(name)
+        has_dict = any("__dict__" in klass.__dict__ for klass in cls.__mro__ if klass is not object)
+        cached = _FIELD_NAMES[cls] = (tuple(names), has_dict)
+    return cached
+
+
 def _fields(obj: Any) -> dict[str, Any]:
     """Every slot along the MRO that is set, then ``__dict__``."""
+    names, has_dict = _field_names(type(obj))
     out: dict[str, Any] = {}
-    for cls in type(obj).__mro__:
-        slots = cls.__dict__.get("__slots__", ())
-        for name in (slots,) if isinstance(slots, str) else slots:
-            if name in ("__dict__", "__weakref__"):
-                continue
-            if name.startswith("__") and not name.endswith("__"):
-                name = f"_{cls.__name__.lstrip('_')}{name}"  # name-mangled private slot
-            value = getattr(obj, name, _UNSET)
-            if value is not _UNSET:
-                out[name] = value
-    out.update(getattr(obj, "__dict__", {}))
+    for name in names:
+        value = getattr(obj, name, _UNSET)
+        if value is not _UNSET:
+            out[name] = value
+    if has_dict:
+        out.update(obj.__dict__)
     return out
 
 
@@ -116,6 +133,7 @@ class _Encoder:
         self.externals = dict(externals)
         self.external_ids = {id(v): k for k, v in self.externals.items()}  # id(object) -> name
         self.refs: dict[int, int] = {}  # id(object) -> ref id
+        self.enums: dict[Any, msgpack.ExtType] = {}  # enum member -> its encoding
         self.keep: list[Any] = []  # keeps encoded objects alive so their ids stay unique
 
     def pack(self, obj: Any) -> bytes:
@@ -129,7 +147,10 @@ class _Encoder:
         if cls is tuple:
             return msgpack.ExtType(TUPLE, self.pack(list(obj)))
         if isinstance(obj, enum.Enum):
-            return msgpack.ExtType(ENUM, self.pack([class_path(cls), obj.value]))
+            ext = self.enums.get(obj)
+            if ext is None:  # a tree has thousands of nodes and a handful of statuses
+                ext = self.enums[obj] = msgpack.ExtType(ENUM, self.pack([class_path(cls), obj.value]))
+            return ext
         if cls is int:  # only ints outside msgpack's range get here
             return msgpack.ExtType(BIGINT, str(obj).encode())
         if isinstance(obj, (int, float)) and not isinstance(obj, bool):
@@ -159,7 +180,7 @@ class _Encoder:
         ref = self.refs[id(obj)] = len(self.refs)
         self.keep.append(obj)
         # The ref id is fixed before the fields are packed, so fields may point back here.
-        header = self.pack(path) + self.pack(ref)
+        header = msgpack.packb(path) + msgpack.packb(ref)
         return msgpack.ExtType(OBJECT, header + self.pack(_fields(obj)))
 
     def _equal_external(self, obj: Any) -> str | None:
