@@ -237,3 +237,37 @@ def test_flywheel_fine_tunes_a_verifier_and_keeps_the_weights_dir_complete(tmp_p
     checkpoint.load_generator(tmp_path / "out")  # copied alongside
     info = checkpoint.read_meta(tmp_path / "out", checkpoint.VERIFIER_NAME)["info"]
     assert info["steps"] == 1 and info["flywheel"]["steps"] == 3
+
+
+# -- the commands ------------------------------------------------------------------------
+
+def _command_args(argv):
+    import argparse
+
+    from ponder.cluster.commands import add_commands
+
+    parser = argparse.ArgumentParser(prog="ponder")
+    add_commands(parser.add_subparsers(dest="command"), argv[0])
+    return parser.parse_args(argv)
+
+
+def test_export_traces_command(tmp_path, capsys):
+    from ponder.cluster.commands import run
+
+    record_run(tmp_path / "runs" / "a", [solved_tree(beam_width=2, expansion_factor=2)])
+    record_run(tmp_path / "runs" / "b", [solved_tree(beam_width=2, expansion_factor=3)])
+    assert run(_command_args(["export-traces", str(tmp_path / "runs"), "--out", str(tmp_path / "x")])) == 0
+    out = capsys.readouterr().out
+    assert "rows from 2 trees" in out and (tmp_path / "x" / "traces.parquet").exists()
+    runs = set(pd.read_parquet(tmp_path / "x" / "traces.parquet")["run"])
+    assert runs == {str(tmp_path / "runs" / "a"), str(tmp_path / "runs" / "b")}
+
+
+def test_train_verifier_command_refuses_test_split_traces(tmp_path):
+    from ponder.cluster.commands import run
+    from ponder.tasks import game24
+
+    record_game24(tmp_path / "run", game24.puzzles_in_test_split()[:1])
+    args = _command_args(["train-verifier", "--traces", str(tmp_path / "run"), "--out", str(tmp_path / "w")])
+    with pytest.raises(ValueError, match="no verified finished path of a train puzzle"):
+        run(args)
