@@ -179,3 +179,53 @@ def test_detached_actor_serves_clients_and_resumes_after_its_process_dies(ray_ru
         assert {j["job_id"] for j in client.status()["jobs"]} == {first, second}
     finally:
         ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE), no_restart=True)
+
+
+class ScriptedVoteOnly:
+    """A test strategy that samples whole solutions and votes, never asking the verifier."""
+
+    @staticmethod
+    def register():
+        from ponder.search.messages import GenerateRequest
+        from ponder.search.strategies import Strategy, StrategyParams, register
+        from ponder.search.strategies.common import add_solution, answer_from
+
+        @register
+        class VoteOnly(Strategy):
+            name = "scripted_vote_only"
+            Params = StrategyParams
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.sent, self.leaves = False, []
+
+            def requests(self):
+                if self.sent or self.done:
+                    return []
+                self.sent = True
+                return [GenerateRequest(self.next_request_id(), self.tree.prompt, n=3,
+                                        max_new_tokens=64, stop=(), seed=self.seed_for(),
+                                        prefix_id=self.tree.prefix_id(0))]
+
+            def on_result(self, request, result):
+                self.leaves = [add_solution(self.tree, self.task, 0, t) for t in result.texts]
+                self.stop("done")
+
+            def answer(self):
+                return answer_from(self, [n for n in self.leaves if n is not None], "majority", "last")
+
+
+def test_a_job_that_cannot_run_fails_alone(tmp_path):
+    ScriptedVoteOnly.register()
+    task, problems, gen, _ = test_engine.scripted_job(num_problems=3)
+    config = test_engine.inprocess_config("scripted_vote_only", {})
+    pools = InProcessPools(InProcessPool(gen, "generator"), None)  # no verifier
+    svc = EngineService(config, tmp_path, pools, task=task)
+    try:
+        needs_verifier = svc.submit(problems, strategy="beam", params={"beam_width": 2})
+        fine = svc.submit(problems)
+        failed, done = wait_done(svc, needs_verifier), wait_done(svc, fine)
+    finally:
+        svc.stop()
+    assert failed["state"] == "failed" and "no verifier" in failed["error"]
+    assert done["state"] == "done" and len(done["results"]) == 3

@@ -69,6 +69,7 @@ class EngineService:
         self.jobs: dict[str, dict[str, Any]] = {}  # job_id -> its job.json content
         self.runners: dict[str, JobRunner] = {}  # job_id -> runner of a running job
         self.last_error: str | None = None
+        self._turn = 0  # loop steps, to rotate which job schedules first
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -245,9 +246,15 @@ class EngineService:
 
     def _step(self) -> None:
         with self._lock:
-            runners = list(self.runners.values())
-            if runners:
-                dispatch(runners, self.pools)
+            runners = list(self.runners.items())
+            self._turn += 1
+            for job_id, runner in runners[self._turn % max(len(runners), 1):] + runners[
+                    :self._turn % max(len(runners), 1)]:  # rotate, so no job starves the others
+                try:
+                    dispatch([runner], self.pools)
+                except ValueError as e:  # this job cannot run (e.g. no verifier for its strategy)
+                    runner.cancel()
+                    self._close(job_id, "failed", error=str(e))
             busy = any(pool.num_in_flight for pool in self.pools.all())
         if not runners:
             self._wake.wait(1.0)
@@ -261,7 +268,7 @@ class EngineService:
                 if not runner.has_work:
                     self._close(job_id, "cancelled" if runner.cancelled else "done")
 
-    def _close(self, job_id: str, state: str) -> None:
+    def _close(self, job_id: str, state: str, error: str | None = None) -> None:
         runner = self.runners.pop(job_id)
         job = self.jobs[job_id]
         summary = make_summary(
@@ -273,7 +280,8 @@ class EngineService:
             task=getattr(self.task, "name", ""), num_requested=len(job["problems"]))
         summary["num_failed"] = len(runner.errors)
         runner.close(summary)
-        self._end(job, state, num_finished=runner.num_finished, flops_spent=runner.budget.job_spent)
+        self._end(job, state, num_finished=runner.num_finished, flops_spent=runner.budget.job_spent,
+                  error=error)
 
     def _end(self, job: dict[str, Any], state: str, **fields: Any) -> None:
         job.update(state=state, ended_at=time.time(), **fields)
