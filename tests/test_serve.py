@@ -229,3 +229,77 @@ def test_a_job_that_cannot_run_fails_alone(tmp_path):
         svc.stop()
     assert failed["state"] == "failed" and "no verifier" in failed["error"]
     assert done["state"] == "done" and len(done["results"]) == 3
+
+
+def _cli_has_serve() -> bool:
+    from ponder.cluster.cli import build_parser
+
+    try:
+        build_parser(["serve"]).parse_args(["serve"])
+    except SystemExit:
+        return False
+    return True
+
+
+SCRIPTED_SERVE = ["--set", "generator.backend=scripted", "--set", "generator.kwargs.instant_steps=4",
+                  "--set", "verifier.backend=scripted", "--set", "verifier.kwargs.instant=true",
+                  "--set", "generator.num_cpus=0.25", "--set", "verifier.num_cpus=0.25",
+                  "--set", "search.params.beam_width=2", "--set", "search.params.expansion_factor=2"]
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not _cli_has_serve(), reason="the CLI has no serve command yet")
+def test_ponder_serve_submit_status_result_cancel_from_the_command_line(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cli = [sys.executable, "-m", "ponder.cluster.cli"]
+    server = subprocess.Popen([*cli, "serve", "--state-dir", str(state), "--num-cpus", "2",
+                               "--checkpoint-every-s", "1", *SCRIPTED_SERVE],
+                              cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+
+    def ponder(*args: str) -> str:
+        done = subprocess.run([*cli, *args, "--state-dir", str(state)], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    try:
+        deadline = time.monotonic() + 180
+        while not (state / "serve.json").exists():
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "ponder serve did not come up"
+            time.sleep(0.2)
+        served = json.loads((state / "serve.json").read_text())
+        assert served["address"].startswith("127.0.0.1:")  # loopback only
+        from ponder.tasks.game24 import default_csv_path
+
+        csv = str(default_csv_path())
+        job = ponder("submit", csv, "--range", "0:3", "--budget", "1e12").strip()
+        other = ponder("submit", csv, "--range", "3:40", "--strategy", "mcts",
+                       "--param", "num_simulations=500").strip()
+        assert job != other and job in ponder("status")
+        result = json.loads(ponder("result", job, "--wait", "--json"))
+        assert result["state"] == "done" and len(result["results"]) == 3
+        assert all(r["answer"] is not None for r in result["results"])
+        assert "cancelled" in ponder("cancel", other)
+        assert json.loads(ponder("status", other, "--json"))["state"] == "cancelled"
+        text = ponder("status", job)
+        assert text.startswith(f"job {job}: done, 3/3 done")
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    assert server.returncode == 0
+    assert not (state / "serve.json").exists()
