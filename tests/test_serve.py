@@ -293,7 +293,7 @@ def test_ponder_serve_submit_status_result_cancel_from_the_command_line(tmp_path
         assert "cancelled" in ponder("cancel", other)
         assert json.loads(ponder("status", other, "--json"))["state"] == "cancelled"
         text = ponder("status", job)
-        assert text.startswith(f"job {job}: done, 3/3 done")
+        assert text.startswith(f"job {job}: done, 3/3 finished")
     finally:
         server.send_signal(signal.SIGINT)
         try:

@@ -11,9 +11,11 @@ From Python::
     client.status(job_id)["best"]           # best answer so far, per problem
     client.result(job_id, wait=True)
 
-Without ``--address`` ``ponder serve`` starts a local Ray that advertises only
-127.0.0.1 (no dashboard, no Ray client server) and keeps it alive in the
-foreground; clients on the same machine join it. With ``--address`` it places
+Without ``--address`` ``ponder serve`` starts a local Ray and keeps it alive in
+the foreground; clients on the same machine join it through 127.0.0.1. The
+engine opens no port of its own; Ray's ports (which Ray binds on every
+interface) require Ray's auth token (``RAY_AUTH_MODE=token``, the token in
+``~/.ray/auth_token``), and there is no dashboard and no Ray client server. With ``--address`` it places
 the actor on that cluster and returns: the actor is detached and outlives it.
 The actor restarts if its process dies (``max_restarts=-1``) and resumes every
 unfinished job from its checkpoint.
@@ -32,6 +34,7 @@ from typing import Any, Sequence
 from ponder.cluster.serve import ACTOR_NAME, NAMESPACE, SERVE_FILE, EngineService
 
 DEFAULT_STATE_DIR = Path("~/.ponder/serve")
+AUTH_MODE_ENV = "RAY_AUTH_MODE"  # Ray's switch for token authentication
 
 
 class EngineActorBody:
@@ -94,11 +97,15 @@ class PonderClient:
 
     def __init__(self, address: str | None = None, state_dir: str | Path | None = None,
                  restart_wait_s: float = 300.0):
+        served = _served(state_dir)
+        if served.get("auth_mode") and AUTH_MODE_ENV not in os.environ:
+            # Before Ray is imported: it reads the mode once. The token is ~/.ray/auth_token.
+            os.environ[AUTH_MODE_ENV] = served["auth_mode"]
         import ray
 
         self.restart_wait_s = restart_wait_s
         if not ray.is_initialized():
-            address = address or _served_address(state_dir) or os.environ.get("RAY_ADDRESS") or "auto"
+            address = address or served.get("address") or os.environ.get("RAY_ADDRESS") or "auto"
             ray.init(address=address, namespace=NAMESPACE, logging_level="ERROR",
                      log_to_driver=False)
         try:
@@ -168,12 +175,13 @@ def _plain(problem: Any) -> list:
     return problem
 
 
-def _served_address(state_dir: str | Path | None) -> str | None:
+def _served(state_dir: str | Path | None) -> dict[str, Any]:
+    """What ``ponder serve`` wrote to the state dir's serve.json; {} if nothing is served there."""
     path = Path(state_dir or DEFAULT_STATE_DIR).expanduser() / SERVE_FILE
     try:
-        return json.loads(path.read_text())["address"]
-    except (OSError, ValueError, KeyError):
-        return None
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 def serve(config: Any, state_dir: str | Path, address: str | None = None,
@@ -195,15 +203,22 @@ def serve(config: Any, state_dir: str | Path, address: str | None = None,
     state_dir = Path(state_dir).expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     if address is None:
+        # Ray's own ports require its auth token (~/.ray/auth_token): Ray's default for a new
+        # local cluster, which ponder serve refuses to turn off.
+        if os.environ.get(AUTH_MODE_ENV, "token") != "token":
+            raise ValueError(f"ponder serve starts its Ray with token authentication; unset "
+                             f"{AUTH_MODE_ENV} (it is {os.environ[AUTH_MODE_ENV]!r})")
         runtime = connect(config.ray, address=None, num_cpus=num_cpus, namespace=NAMESPACE,
                           _node_ip_address="127.0.0.1")
+        served = "127.0.0.1:" + runtime.address.rpartition(":")[2]  # clients here use loopback
     else:
         runtime = connect(config.ray, address=address, namespace=NAMESPACE)
+        served = runtime.address
     handle = start_actor(config, state_dir, checkpoint_every_s)
-    info = {"address": runtime.address, "namespace": NAMESPACE, "name": ACTOR_NAME,
-            "pid": os.getpid(), "local": runtime.is_local}
+    info = {"address": served, "namespace": NAMESPACE, "name": ACTOR_NAME, "pid": os.getpid(),
+            "local": runtime.is_local, "auth_mode": os.environ.get(AUTH_MODE_ENV)}
     (state_dir / SERVE_FILE).write_text(json.dumps(info) + "\n")
-    print(f"ponder serve: engine up (Ray {runtime.address}, state {state_dir}); "
+    print(f"ponder serve: engine up (Ray {served}, state {state_dir}); "
           f"submit with `ponder submit FILE --state-dir {state_dir}`", flush=True)
     if not runtime.is_local:
         ray.shutdown()  # the detached actor lives on in the cluster
