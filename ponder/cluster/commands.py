@@ -143,7 +143,7 @@ def format_status(out: dict[str, Any]) -> str:
     from ponder.cluster.progress import format_flops
 
     if "jobs" in out:
-        lines = [f"{j['job_id']}  {j['state']:<9}  {j["num_finished"] or 0}/{j["num_problems"]} finished  "
+        lines = [f"{j['job_id']}  {j['state']:<9}  {j['num_finished'] or 0}/{j['num_problems']} finished  "
                  f"{format_flops(j['flops_spent'] or 0)} FLOPs" for j in out["jobs"]]
         return "\n".join(lines) or "no jobs"
     if "summary" in out:
@@ -153,7 +153,7 @@ def format_status(out: dict[str, Any]) -> str:
         rows = [f"  {r['id']}: {r['answer']!s}  ({r['stop_reason']}, correct={r['correct']})"
                 for r in out["results"]]
         return "\n".join([head, *rows])
-    head = (f"job {out['job_id']}: {out['state']}, {out["num_finished"]}/{out["num_problems"]} finished, "
+    head = (f"job {out['job_id']}: {out['state']}, {out['num_finished']}/{out['num_problems']} finished, "
             f"{format_flops(out['flops_spent'] or 0)} FLOPs spent")
     rows = [f"  {pid}: {b['answer']!s}  ({b['stop_reason']}, score={b['score']})"
             for pid, b in (out.get("best") or {}).items()]
