@@ -204,3 +204,36 @@ def test_replayed_request_keeps_its_original_size():
     assert isinstance(request, GenerateRequest) and request.n == 8
     tracked.resume()
     assert tracked.requests()[0].n == 8
+
+
+# -- through ponder solve ---------------------------------------------------------------------
+
+SCRIPTED_SOLVE = ["--set", "ray.mode=inprocess", "--set", "generator.backend=scripted",
+                  "--set", "generator.kwargs.instant_steps=4", "--set", "verifier.backend=scripted",
+                  "--set", "verifier.kwargs.instant=true", "--no-progress"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("flip", "corrupted: the payload does not match its checksum"),
+    ("truncate", "truncated"),
+    ("version", "format version 7, but this ponder reads version 1"),
+])
+def test_ponder_solve_resume_names_a_broken_checkpoint_in_one_line(tmp_path, capsys, damage, message):
+    from ponder.cluster.cli import EXIT_USAGE, main
+
+    out = tmp_path / "run"
+    assert main(["solve", "--range", "0:2", "--out", str(out), *SCRIPTED_SOLVE]) == 0
+    path = out / "checkpoint.ponder"
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-1] ^= 0xFF
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        struct.pack_into("<H", data, 8, 7)
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["solve", "--range", "0:2", "--out", str(out), "--resume", *SCRIPTED_SOLVE]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ponder solve: error: checkpoint {path}: ")
+    assert message in err[0]
