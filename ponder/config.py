@@ -96,7 +96,7 @@ class OutputConfig:
     """Where results go and how progress is shown."""
 
     dir: str | None = None  # None: runs/<timestamp>
-    progress: str = "auto"  # one of PROGRESS_MODES; auto = a bar on a TTY, lines otherwise
+    progress: str = "auto"  # one of PROGRESS_MODES (on = auto); auto: a bar on a TTY, else lines
     progress_interval_s: float = 10.0  # seconds between plain progress lines
     checkpoint_every_s: float = 30.0  # seconds between checkpoints of the job (0: only at the end)
 
@@ -244,6 +244,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp in (int, float):
         return _number(tp, value, where)
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off / on / no / yes as a bool
+            return "on" if value else "off"
         if isinstance(value, (dict, list)) or value is None:
             raise ConfigError(f"{where} must be a string, got {value!r}")
         return str(value)
@@ -294,6 +296,8 @@ def validate(config: Config) -> None:
     _choice("ray.mode", config.ray.mode, RAY_MODES)
     if config.ray.num_cpus is not None:
         _positive("ray.num_cpus", config.ray.num_cpus)
+    if config.output.progress == "on":
+        config.output.progress = "auto"
     _choice("output.progress", config.output.progress, PROGRESS_MODES)
     _positive("output.progress_interval_s", config.output.progress_interval_s)
     if config.output.checkpoint_every_s < 0:

@@ -60,6 +60,11 @@ def test_overrides_apply_last_with_yaml_scalars(tmp_path):
     assert config.ray.runtime_env == {"env_vars": {"A": 1}}
 
 
+@pytest.mark.parametrize("word, mode", [("off", "off"), ("on", "auto"), ("lines", "lines")])
+def test_progress_words_that_yaml_reads_as_bools(word, mode):
+    assert load_config(overrides=[f"output.progress={word}"]).output.progress == mode
+
+
 def test_override_can_switch_strategy_and_its_params():
     config = load_config(overrides=["search.strategy=best_of_n", "search.params={n: 32}"])
     assert config.search.strategy == "best_of_n" and config.search.params == {"n": 32}

@@ -236,12 +236,18 @@ def test_ponder_solve_joins_a_running_ray(ray_runtime, tmp_path):
     assert json.loads((out / "summary.json").read_text())["num_problems"] == 4
 
 
+# A folder of freshly trained weights to test instead of the shipped ones (`ponder train --out`).
+WEIGHTS = os.environ.get("PONDER_TEST_WEIGHTS")
+
+
 def embedded_weights_missing() -> bool:
+    if WEIGHTS:
+        return not (Path(WEIGHTS) / "verifier.safetensors").is_file()
     try:
         from ponder.models import checkpoint
     except ImportError:
         return True
-    return not (Path(checkpoint.WEIGHTS_DIR) / "generator.safetensors").is_file()
+    return not (Path(checkpoint.WEIGHTS_DIR) / "verifier.safetensors").is_file()
 
 
 @pytest.mark.ray
@@ -251,9 +257,10 @@ def test_embedded_models_solve_easy_game24_puzzles(ray_runtime, tmp_path):
     from ponder.tasks import game24, get_task
 
     task = get_task("game24")
-    problems = game24.load_puzzles()[:4]  # ranks 1-4 of 24.csv: solved by 99% of people
+    problems = game24.load_puzzles()[:6]  # ranks 1-6 of 24.csv: solved by 99% of people
+    weights = [f"{role}.model_path={WEIGHTS}" for role in ("generator", "verifier") if WEIGHTS]
     config = load_config(REPO / "configs" / "game24.yaml", [
-        "generator.num_cpus=1", "verifier.num_cpus=1", "output.progress=off"])
+        "generator.num_cpus=1", "verifier.num_cpus=1", "output.progress=off", *weights])
     pools = build_ray_pools(config, connect_ray=False)
     try:
         with Engine(config, task, pools=pools) as engine:
@@ -266,4 +273,4 @@ def test_embedded_models_solve_easy_game24_puzzles(ray_runtime, tmp_path):
     for line in lines:  # every answer checked again by the task's exact verifier
         assert line["correct"] == game24.verify(by_id[line["id"]], line["answer"])
         assert line["flops"] <= line["budget_flops"]
-    assert summary["num_solved"] >= 2
+    assert summary["num_solved"] >= 1 and summary["num_verifiable"] == len(problems)
