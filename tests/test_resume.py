@@ -269,3 +269,14 @@ def test_resume_refuses_another_strategy_or_fewer_problems(tmp_path):
         _runner(other, task, problems, gen, ver, tmp_path, resume=True)
     with pytest.raises(ValueError, match="holds problems"):
         _runner(config, task, problems[:2], gen, ver, tmp_path, resume=True)
+
+
+def test_a_run_directory_remembers_its_problems(tmp_path):
+    from ponder.cluster.jobs import read_job_problems
+
+    config, task, problems, gen, ver = _engine_job("beam")
+    runner = _runner(config, task, problems, gen, ver, tmp_path)
+    runner.close()
+    assert read_job_problems(tmp_path) == problems
+    with pytest.raises(FileNotFoundError, match="holds no job to resume"):
+        read_job_problems(tmp_path / "elsewhere")

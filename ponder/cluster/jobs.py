@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -29,8 +28,10 @@ import yaml
 
 from ponder.cluster.checkpoint import (CHECKPOINT_FILE, Cadence, JobState, RequestIds,
                                        TrackedStrategy, add_stats, load_job, read_records, save_job)
+from ponder.cluster.loop import deliver, dispatch  # noqa: F401  (re-exported: the loop's halves)
 from ponder.cluster.results import (CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, ProblemRecord,
                                     RunTotals, TokenCounts)
+from ponder.cluster.rundir import read_job_problems, write_job_problems  # noqa: F401
 from ponder.cluster.traces import TraceRecorder
 from ponder.search.budget import BudgetManager
 from ponder.search.flops import ModelSpec
@@ -105,6 +106,7 @@ class JobRunner:
         self.traces = TraceRecorder(self.out_dir, specs[0].name, specs[1].name, config.search.strategy)
         with open(self.out_dir / CONFIG_FILE, "w") as f:
             yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+        write_job_problems(self.out_dir, self.problems.values())
 
     # -- building ---------------------------------------------------------------------
 
@@ -326,47 +328,3 @@ def _index(problems: Sequence[Problem]) -> dict[str, Problem]:
 def _problem_of(request: Request) -> str:
     # Strategies name every request's node as "problem_id:node_id" (Tree.prefix_id).
     return request.prefix_id.rpartition(":")[0]
-
-
-# -- the loop's two halves, shared by ``ponder solve`` and ``ponder serve`` -------------------
-
-def dispatch(runners: Sequence[JobRunner], pools: Any) -> int:
-    """Schedule every runner and send its batches to the pools, if a pool can take more.
-
-    Returns:
-        Requests dispatched.
-    """
-    all_pools = pools.all()
-    idle = not any(pool.num_in_flight for pool in all_pools)
-    if not (idle or any(pool.has_capacity() for pool in all_pools)):
-        return 0
-    sent = 0
-    for runner in runners:
-        plan = runner.schedule()
-        if plan.score_batches and pools.verifier is None:
-            raise ValueError(f"strategy {runner.config.search.strategy!r} asks a verifier to "
-                             f"score paths, but the config has no verifier (set verifier.backend)")
-        for batch in plan.generate_batches:
-            pools.generator.dispatch(batch)
-        for batch in plan.score_batches:
-            pools.verifier.dispatch(batch)
-        sent += plan.num_requests
-    return sent
-
-
-def deliver(runners: Sequence[JobRunner], pools: Any, results: list[Result]) -> None:
-    """Route each result to the runner whose request it answers, and failed requests likewise."""
-    mine: dict[int, list[Result]] = {}  # runner index -> its results
-    for result in results:
-        owner = next((i for i, r in enumerate(runners) if r.owns(result.request_id)), None)
-        if owner is not None:  # a result of a job cancelled and gone is dropped
-            mine.setdefault(owner, []).append(result)
-    for index, runner in enumerate(runners):
-        runner.update(mine.get(index, []))
-    for pool in pools.all():
-        failed = pool.pop_failed()
-        reason = getattr(pool, "last_error", None) or "the backend raised on every attempt"
-        for runner in runners:
-            theirs = [r for r in failed if runner.owns(r.request_id)]
-            if theirs:
-                runner.fail(theirs, reason)

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ponder.cluster.checkpoint import RequestIds
-from ponder.cluster.jobs import JobRunner, deliver, dispatch
+from ponder.cluster.jobs import JobRunner
+from ponder.cluster.loop import deliver, dispatch
 from ponder.cluster.results import make_summary, read_results
 from ponder.tasks.base import Problem
 

@@ -1,0 +1,57 @@
+"""The engine loop's two halves, shared by ``ponder solve`` (one job) and ``ponder serve`` (many).
+
+    dispatch(runners, pools)            # schedule each job, send its batches
+    results = pools.collect(timeout)    # whatever came back first
+    deliver(runners, pools, results)    # each result to the job that asked for it
+
+A runner is a ``ponder.cluster.jobs.JobRunner``; pools are Ray replica pools or
+in-process ones (anything with ``generator``, ``verifier``, ``all()``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ponder.search.messages import Result
+
+
+def dispatch(runners: Sequence[Any], pools: Any) -> int:
+    """Schedule every runner and send its batches to the pools, if a pool can take more.
+
+    Returns:
+        Requests dispatched.
+    """
+    all_pools = pools.all()
+    idle = not any(pool.num_in_flight for pool in all_pools)
+    if not (idle or any(pool.has_capacity() for pool in all_pools)):
+        return 0
+    sent = 0
+    for runner in runners:
+        plan = runner.schedule()
+        if plan.score_batches and pools.verifier is None:
+            raise ValueError(f"strategy {runner.config.search.strategy!r} asks a verifier to "
+                             f"score paths, but the config has no verifier (set verifier.backend)")
+        for batch in plan.generate_batches:
+            pools.generator.dispatch(batch)
+        for batch in plan.score_batches:
+            pools.verifier.dispatch(batch)
+        sent += plan.num_requests
+    return sent
+
+
+def deliver(runners: Sequence[Any], pools: Any, results: list[Result]) -> None:
+    """Route each result to the runner whose request it answers, and failed requests likewise."""
+    mine: dict[int, list[Result]] = {}  # runner index -> its results
+    for result in results:
+        owner = next((i for i, r in enumerate(runners) if r.owns(result.request_id)), None)
+        if owner is not None:  # a result of a job cancelled and gone is dropped
+            mine.setdefault(owner, []).append(result)
+    for index, runner in enumerate(runners):
+        runner.update(mine.get(index, []))
+    for pool in pools.all():
+        failed = pool.pop_failed()
+        reason = getattr(pool, "last_error", None) or "the backend raised on every attempt"
+        for runner in runners:
+            theirs = [r for r in failed if runner.owns(r.request_id)]
+            if theirs:
+                runner.fail(theirs, reason)
