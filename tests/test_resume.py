@@ -4,6 +4,8 @@ interrupted, and with caps, never passes them."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ponder.cluster.checkpoint import (JobState, RequestIds, TrackedStrategy, add_stats, load_job,
@@ -280,3 +282,49 @@ def test_a_run_directory_remembers_its_problems(tmp_path):
     assert read_job_problems(tmp_path) == problems
     with pytest.raises(FileNotFoundError, match="holds no job to resume"):
         read_job_problems(tmp_path / "elsewhere")
+
+
+def test_sigkill_ponder_solve_then_resume_with_only_the_directory(tmp_path):
+    """No Ray: the in-process engine, killed mid-job; ``--resume DIR`` needs nothing else."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ponder.cluster.results import read_results
+
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)}
+    out = tmp_path / "run"
+    cli = [sys.executable, "-m", "ponder.cluster.cli", "solve"]
+    first = [*cli, "--range", "0:16", "--out", str(out), "--no-progress",
+             "--set", "ray.mode=inprocess", "--set", "output.checkpoint_every_s=0.1",
+             "--set", "generator.backend=test_fault:SlowScriptedGenerator",
+             "--set", "generator.kwargs.instant_steps=4", "--set", "generator.kwargs.delay_s=0.02",
+             "--set", f"generator.kwargs.marker_dir={tmp_path}",
+             "--set", "verifier.backend=scripted", "--set", "verifier.kwargs.instant=true",
+             "--set", "budget.flops_per_problem=3e7", "--set", "budget.flops_total=4e8",
+             "--set", "search.strategy=mcts", "--set", "search.params.num_simulations=12"]
+    proc = subprocess.Popen(first, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    results = out / "results.jsonl"
+    while not ((out / "checkpoint.ponder").exists() and results.exists()
+               and results.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = read_results(out)
+    assert 2 <= len(before) < 16
+    done = subprocess.run([*cli, "--resume", str(out), "--no-progress"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = read_results(out)
+    assert sorted(int(r["id"]) for r in records) == list(range(16))
+    assert records[:len(before)] == before  # kept as they were, not searched again
+    assert all(r["flops"] <= r["budget_flops"] == 3e7 for r in records)
+    assert sum(r["flops"] for r in records) <= 4e8

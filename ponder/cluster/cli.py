@@ -57,9 +57,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     solve.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                        help="override a config value, dotted key, YAML value; repeatable "
                             "(e.g. --set search.strategy=mcts --set generator.num_replicas=2)")
-    solve.add_argument("--resume", action="store_true",
-                       help="go on with the run in --out from its checkpoint: finished problems are "
-                            "kept, unfinished ones continue where they were")
+    solve.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                       help="go on with the run in DIR (or --out) from its checkpoint: finished "
+                            "problems are kept, unfinished ones continue where they were; its "
+                            "config.yaml and problems are used unless given again")
     solve.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     solve.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
@@ -72,6 +73,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         from ponder.models.train import add_arguments
 
         add_arguments(train)
+    from ponder.cluster.commands import add_commands  # serve, submit, ..., train-verifier
+
+    add_commands(commands, _command(argv))
     return parser
 
 
@@ -92,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "solve":
             return solve_command(args)
+        if args.command != "train":
+            from ponder.cluster.commands import run as run_command
+
+            return run_command(args)
         from ponder.models.train import run
 
         return run(args)
@@ -128,13 +136,19 @@ def solve_command(args: argparse.Namespace) -> int:
     """``ponder solve``: load config and problems, run the job, print where the results are."""
     from ponder.config import load_config
 
-    config = load_config(args.config, args.overrides)
+    from ponder.cluster.rundir import resume_inputs
+
+    config_path, problems = args.config, args.problems
+    if isinstance(args.resume, str):  # --resume DIR: that run's config and problems by default
+        args.out, config_path, problems = resume_inputs(args.resume, args.out, args.config,
+                                                        args.problems, args.range_)
+    config = load_config(config_path, args.overrides)
     if args.no_progress:
         config.output.progress = "off"
     if args.resume and not (args.out or config.output.dir):
         raise ValueError("--resume needs --out DIR (the run directory to go on with)")
     out_dir = Path(args.out or config.output.dir or default_out_dir())
-    summary = solve(config, args.problems, out_dir, range_=args.range_, resume=args.resume)
+    summary = solve(config, problems, out_dir, range_=args.range_, resume=bool(args.resume))
     print(format_summary(summary, out_dir))
     if summary.get("num_failed"):
         print(f"ponder solve: {summary['num_failed']} problems failed; see 'error' in "

@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 from ponder.cluster.checkpoint import RequestIds
 from ponder.cluster.inprocess import InProcessPool, InProcessPools, build_inprocess_pools
-from ponder.cluster.jobs import JobRunner, deliver, dispatch, problem_seed, token_bound
+from ponder.cluster.jobs import JobRunner, problem_seed, token_bound
+from ponder.cluster.loop import deliver, dispatch
 from ponder.cluster.progress import Progress
 from ponder.cluster.results import make_summary
 from ponder.config import Config
@@ -109,7 +110,7 @@ def build_ray_pools(config: Config, connect_ray: bool = True) -> RayPools:
 def run_loop(runner: JobRunner, pools: Any) -> None:
     """Step ``runner`` until every problem has an answer: the loop of ``ponder solve``.
 
-    ``dispatch`` and ``deliver`` (``ponder.cluster.jobs``) are the two halves that
+    ``dispatch`` and ``deliver`` (``ponder.cluster.loop``) are the two halves that
     ``ponder serve`` runs for many jobs at once; this is the same loop for one.
 
     Raises:

@@ -36,3 +36,25 @@ def read_job_problems(out_dir: str | os.PathLike) -> list[Problem]:
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return [Problem(str(r["id"]), r["problem"], r.get("reference")) for r in rows]
+
+
+def resume_inputs(run_dir: str | os.PathLike, out: str | None, config: str | None,
+                  problems: object, range_: str | None) -> tuple[str, str | None, object]:
+    """What ``ponder solve --resume DIR`` runs: ``(out dir, config path, problems)``.
+
+    The run's own ``config.yaml`` unless ``--config`` is given, and its
+    ``problems.jsonl`` unless ``--problems`` or ``--range`` is.
+
+    Raises:
+        ValueError: ``--out`` names another directory. FileNotFoundError: DIR holds no run.
+    """
+    run_dir = Path(run_dir)
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        raise ValueError(f"--resume {run_dir} and --out {out} name different run directories")
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--resume {run_dir}: no such run directory")
+    if config is None and (run_dir / "config.yaml").is_file():
+        config = str(run_dir / "config.yaml")
+    if problems is None and range_ is None:
+        problems = read_job_problems(run_dir)
+    return str(run_dir), config, problems
