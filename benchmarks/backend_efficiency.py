@@ -1,6 +1,6 @@
 """Backend efficiency: generated tokens per second through the engine over the backend called directly.
 
-    python benchmarks/backend_efficiency.py            # puzzles 900-999, both modes (~5-10 min)
+    python benchmarks/backend_efficiency.py            # puzzles 900-999, both modes, 3 repeats (~20 min)
     python benchmarks/backend_efficiency.py --quick    # 16 puzzles, both modes (~1-2 min)
     python benchmarks/backend_efficiency.py --model-path DIR    # other embedded weights
 
@@ -20,7 +20,10 @@ so a ratio of times is the ratio of tokens per second):
   ratio = (direct generate + direct score) / engine run, in CPU time of this
   process (1 torch thread, so CPU time is the work done, whatever else the shared
   box runs; wall time is printed too). What is missing to 1 is the engine's own
-  work: scheduler, budget, strategies, results.jsonl.
+  work (scheduler, budget, strategies, results.jsonl; also printed on its own:
+  the engine's CPU outside backend calls) and any slowdown of the calls
+  themselves; on this box the calls' CPU time varies by about 10% from run to run,
+  so the ratio is a median over repeats, each an engine run then its replay.
 - ``ray``: one generator and one verifier actor. The generator's busy share (wall
   time inside its calls / engine wall), the CPU its calls took directly over in
   the actor, and tokens/s through the engine over the generator called directly
@@ -109,6 +112,8 @@ def measure(mode: str, problems: list, model_path: str | None) -> dict:
     r["ratio_cpu"] = (gen["direct"]["cpu_s"] + ver["direct"]["cpu_s"]) / run.cpu_s
     r["ratio_wall"] = (gen["direct"]["wall_s"] + ver["direct"]["wall_s"]) / run.wall_s
     r["ratio_generator_wall"] = gen["direct"]["wall_s"] / run.wall_s
+    # In process, the engine's CPU is its backend calls plus its own work; the latter is exact.
+    r["own_cpu_share"] = 1 - (gen["in_engine_cpu_s"] + ver["in_engine_cpu_s"]) / run.cpu_s
     r["generator_busy"] = gen["in_engine_wall_s"] / run.wall_s
     r["generator_call_cpu_ratio"] = gen["direct"]["cpu_s"] / max(gen["in_engine_cpu_s"], 1e-9)
     return r
@@ -126,7 +131,8 @@ def report(mode: str, r: dict) -> None:
     say(f"  replay generated {r['generator']['direct']['tokens']:,} tokens "
         f"({'the same' if r['same_tokens'] else 'DIFFERENT'})")
     if mode == "inprocess":
-        say(f"  direct / engine, both roles: CPU {r['ratio_cpu']:.3f}, wall {r['ratio_wall']:.3f}")
+        say(f"  direct / engine, both roles: CPU {r['ratio_cpu']:.3f}, wall {r['ratio_wall']:.3f}; "
+            f"the engine's own work (outside backend calls): {r['own_cpu_share']:.2%} of its CPU")
     else:
         say(f"  generator busy {r['generator_busy']:.0%} of the engine's wall; its calls' CPU direct / "
             f"in the actor {r['generator_call_cpu_ratio']:.3f}; tokens/s through the engine / direct "
@@ -139,7 +145,7 @@ def main() -> None:
     p.add_argument("--modes", default="inprocess,ray", help="comma-separated: inprocess, ray")
     args = p.parse_args()
     problems = game24.puzzles_in_test_split()[: 16 if args.quick else None]
-    repeats = args.repeats or 1
+    repeats = args.repeats or (1 if args.quick else 3)
     modes = args.modes.split(",")
     say(f"{CONFIG.name} (beam) on {len(problems)} test puzzles, modes {modes}, {repeats} repeat(s)")
     results: dict[str, list[dict]] = {}
@@ -149,7 +155,7 @@ def main() -> None:
             report(mode, results[mode][-1])
     figures = {}
     for mode, rows in results.items():
-        keys = (("ratio_cpu", "ratio_wall") if mode == "inprocess" else
+        keys = (("ratio_cpu", "ratio_wall", "own_cpu_share") if mode == "inprocess" else
                 ("generator_busy", "generator_call_cpu_ratio", "ratio_generator_wall", "ratio_wall"))
         for key in keys:
             figures[f"{mode}_{key}"] = median([r[key] for r in rows])

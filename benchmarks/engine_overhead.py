@@ -36,14 +36,15 @@ GOAL = 20_000  # node expansions per second
 BEAM = {"beam_width": 4, "expansion_factor": 4}
 INSTANT_STEPS = 4  # levels per tree; the last sample of a path is its answer line
 WARMUP_PROBLEMS = 100
-# Where driver time goes: (label, function name, file suffix) summed by cumulative time.
+# Where driver time goes: (label, function name, file suffix); the outermost match's cumulative time.
 PHASES = (("scheduler.schedule", "schedule", "search/scheduler.py"),
-          ("scheduler.update (strategies' on_result)", "update", "search/scheduler.py"),
-          ("strategy.on_result", "on_result", "strategies/levels.py"),
-          ("backends (in-process)", "run_one", "cluster/inprocess.py"),
-          ("pools.dispatch (Ray)", "dispatch", "actors/pool.py"),
-          ("collect (Ray wait/get)", "collect", "actors/pool.py"),
-          ("results.jsonl + records", "_finish", "cluster/engine.py"))
+          ("scheduler.update (strategies' on_result inside)", "update", "search/scheduler.py"),
+          ("strategies' on_result", "on_result", "strategies/levels.py"),
+          ("backends called in process", "run_one", "cluster/inprocess.py"),
+          ("pool.dispatch (Ray: pickle requests, actor calls)", "dispatch", "actors/pool.py"),
+          ("collect (Ray: wait, unpickle results)", "collect", "actors/pool.py"),
+          ("finished problems: results.jsonl, trees.jsonl", "_finish", "cluster/jobs.py"),
+          ("checkpoints", "checkpoint", "cluster/jobs.py"))
 
 
 def config_for(mode: str, engine: dict | None = None):
@@ -84,8 +85,8 @@ def profile_summary(prof: cProfile.Profile) -> dict:
     total = sum(entry[2] for entry in stats.values())
     phases = {}
     for label, name, suffix in PHASES:
-        cum = sum(entry[3] for (file, _, func), entry in stats.items()
-                  if func == name and file.endswith(suffix))
+        cum = max((entry[3] for (file, _, func), entry in stats.items()
+                   if func == name and file.endswith(suffix)), default=0.0)
         if cum:
             phases[label] = round(cum / total, 3)
     return {"profiled_s": round(total, 2), "phase_share": phases, "top": top_profile(prof, 12)}
