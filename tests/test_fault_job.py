@@ -59,15 +59,15 @@ def cluster():
     shutil.rmtree(temp, ignore_errors=True)
 
 
-def job_config(scripted, marker_dir, slow: str, placement: str = "PACK"):
-    """Two replicas of each model; ``slow`` ("generator"/"verifier") takes 50 ms per call."""
+def job_config(scripted, marker_dir, slow: str, placement: str = "PACK", delay_s: float = 0.05):
+    """Two replicas of each model; ``slow`` ("generator"/"verifier") takes ``delay_s`` per call."""
     def role(name):
         kwargs = {"problems": scripted, "seed": 1}
         backend = "scripted"
         if name == slow:
             kind = "Generator" if name == "generator" else "Verifier"
             backend = f"test_fault:SlowScripted{kind}"
-            kwargs.update(delay_s=0.05, marker_dir=str(marker_dir))
+            kwargs.update(delay_s=delay_s, marker_dir=str(marker_dir))
         return {"backend": backend, "num_cpus": 0.25, "num_replicas": 2, "placement": placement,
                 "kwargs": kwargs}
 
@@ -79,14 +79,14 @@ def job_config(scripted, marker_dir, slow: str, placement: str = "PACK"):
         "output": {"progress": "off"}})
 
 
-def run_service_job(tmp_path, slow: str, kill, placement: str = "PACK") -> dict:
+def run_service_job(tmp_path, slow: str, kill, placement: str = "PACK", delay_s: float = 0.05) -> dict:
     """Submit 6 problems to an EngineService on Ray pools; ``kill(pool_of_slow_role)`` mid-job."""
     from ponder.cluster.engine import build_ray_pools
 
     task, problems, gen, _ = test_engine.scripted_job(num_problems=6)
     markers = tmp_path / "markers"
     markers.mkdir()
-    config = job_config(gen.problems, markers, slow, placement)
+    config = job_config(gen.problems, markers, slow, placement, delay_s)
     pools = build_ray_pools(config, connect_ray=False)
     svc = EngineService(config, tmp_path / "state", pools, task=task, checkpoint_every_s=1)
     try:
@@ -142,7 +142,10 @@ def test_a_node_lost_mid_job(cluster, tmp_path):
             time.sleep(0.01)
         cluster.remove_node(node, allow_graceful=False)
 
-    result = run_service_job(tmp_path, "generator", lose_the_node, placement="STRICT_SPREAD")
+    # Calls of 0.5 s: removing a node takes longer than a 50 ms call on a loaded box, and the
+    # call in flight must still be running when the node goes for the loss to be observed.
+    result = run_service_job(tmp_path, "generator", lose_the_node, placement="STRICT_SPREAD",
+                             delay_s=0.5)
     assert result["state"] == "done"
     assert_complete_within_caps(result["results"])
     assert result["pool_stats"]["num_failures"] >= 1
