@@ -284,12 +284,14 @@ def test_ponder_serve_submit_status_result_cancel_from_the_command_line(tmp_path
 
         csv = str(default_csv_path())
         job = ponder("submit", csv, "--range", "0:3", "--budget", "1e12").strip()
-        other = ponder("submit", csv, "--range", "3:40", "--strategy", "mcts",
-                       "--param", "num_simulations=500").strip()
-        assert job != other and job in ponder("status")
+        assert job in ponder("status")
         result = json.loads(ponder("result", job, "--wait", "--json"))
         assert result["state"] == "done" and len(result["results"]) == 3
         assert all(r["answer"] is not None for r in result["results"])
+        # Long enough that it cannot finish before the cancel arrives (~1e6 expansions).
+        other = ponder("submit", csv, "--range", "3:53", "--strategy", "mcts", "--budget", "1e18",
+                       "--param", "num_simulations=20000").strip()
+        assert job != other
         assert "cancelled" in ponder("cancel", other)
         assert json.loads(ponder("status", other, "--json"))["state"] == "cancelled"
         text = ponder("status", job)
