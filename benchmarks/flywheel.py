@@ -14,6 +14,7 @@ Procedure (every step is a ponder command, so a user can repeat it by hand):
 Usage:
     python benchmarks/flywheel.py --out runs/flywheel-bench
     python benchmarks/flywheel.py --train-range 0:100 --test-range 900:920 --steps 100  # quick
+    python benchmarks/flywheel.py --weights DIR --set ray.mode=inprocess   # other weights, no Ray
 
 Results go to ``OUT/report.json`` and ``OUT/report.md`` (paste the table into
 /work/notes/flywheel_bench.md or the README).
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(REPO / "configs" / "game24.yaml"))
     parser.add_argument("--train-range", default="0:300", help="24.csv rows solved for traces")
     parser.add_argument("--test-range", default="900:1000", help="rows measured before and after")
-    parser.add_argument("--budget", default="2e11", help="FLOPs per problem, both test runs")
+    parser.add_argument("--budget", default="5e10", help="FLOPs per problem, every solve")
+    parser.add_argument("--weights", default=None, metavar="DIR",
+                        help="starting generator + verifier (default: the shipped weights)")
     parser.add_argument("--steps", type=int, default=300, help="verifier fine-tuning steps")
     parser.add_argument("--set", action="append", default=[], dest="overrides",
                         help="extra config overrides for every solve (KEY=VALUE)")
@@ -67,18 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     check_ranges(args.train_range, args.test_range)
     out = Path(args.out).resolve()
     common = ["--config", args.config, "--set", f"budget.flops_per_problem={args.budget}"]
+    start = []
+    if args.weights:
+        weights = str(Path(args.weights).resolve())
+        common += ["--set", f"generator.model_path={weights}", "--set", f"verifier.model_path={weights}"]
+        start = ["--from", weights]
     for override in args.overrides:
         common += ["--set", override]
 
     train = solve(out / "train", args.train_range, common)
     ponder("export-traces", str(out / "train"), "--out", str(out / "traces"))
     ponder("train-verifier", "--traces", str(out / "traces"), "--out", str(out / "weights"),
-           "--steps", str(args.steps))
+           "--steps", str(args.steps), *start)
     before = solve(out / "test_before", args.test_range, common)
     after = solve(out / "test_after", args.test_range, common, verifier_path=str(out / "weights"))
 
     report = {"train_range": args.train_range, "test_range": args.test_range,
               "flops_per_problem": float(args.budget), "steps": args.steps,
+              "weights": args.weights or "shipped",
               "train_solve_rate": train["accuracy"],
               "before": {k: before[k] for k in ("accuracy", "num_solved", "num_verifiable", "total_flops")},
               "after": {k: after[k] for k in ("accuracy", "num_solved", "num_verifiable", "total_flops")},
