@@ -152,3 +152,46 @@ def test_run_writes_checkpoints_the_backends_load(tmp_path, capsys):
     assert len(scores.step_scores[0]) == 1 and 0.0 <= scores.step_scores[0][0] <= 1.0
     with pytest.raises(FileNotFoundError, match="ponder train"):
         EmbeddedGenerator(model_path=tmp_path / "missing")
+
+
+def test_corrupted_steps_are_wrong_and_their_paths_labelled_by_the_checker():
+    from ponder.models.corrupt import corrupt_step
+    from ponder.models.rollouts import corrupted_start
+
+    rng = random.Random(0)
+    numbers = train.train_puzzles(_args())[0]
+    solution = game24.solutions(numbers)[0]
+    answers_right = answers = 0
+    for j, step in enumerate(solution):
+        for _ in range(20):
+            bad = corrupt_step(step, rng)
+            if bad is None:
+                continue
+            assert bad != step
+            if game24.is_terminal(step):  # a changed answer is wrong unless, say, 1 * 1 became 1 / 1
+                answers += 1
+                answers_right += is_correct(numbers, solution[:j] + [bad])
+            else:  # the arithmetic or the bookkeeping no longer holds
+                assert not game24.check_step(numbers, solution[:j] + [bad]), bad
+    assert answers >= 10 and answers_right <= answers // 4
+    starts = [corrupted_start(numbers, rng) for _ in range(50)]
+    assert all(s is None or game24.is_terminal(s[-1]) or not game24.check_step(numbers, s) for s in starts)
+    assert sum(s is not None for s in starts) >= 40
+    tok = CharTokenizer()
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=1, n_embd=32))
+    rollouts = collect_rollouts(model, tok, [numbers], num_rollouts=0, num_corrupt=6)
+    assert len(rollouts) >= 4  # each corrupted start carried on once (an answer line: as it stands)
+    assert sum(r.correct for r in rollouts) <= 1  # a path through a mistake is (almost) never right
+
+
+def test_rollouts_round_trip_through_a_file_and_refuse_the_test_split(tmp_path):
+    from ponder.models.rollouts import load_rollouts, save_rollouts
+
+    rollouts = [Rollout((1, 2, 3, 4), ["1 + 2 = 3 (left: 3 3 4)"], False),
+                Rollout((1, 1, 4, 6), game24.solutions((1, 1, 4, 6))[0], True)]
+    save_rollouts(rollouts, tmp_path / "r.jsonl")
+    assert load_rollouts(tmp_path / "r.jsonl") == rollouts
+    test_numbers = tuple(game24.parse_numbers(game24.puzzles_in_test_split()[0].problem))
+    save_rollouts([Rollout(test_numbers, ["Answer: 1 = 24"], False)], tmp_path / "bad.jsonl")
+    with pytest.raises(AssertionError, match="test puzzle"):
+        load_rollouts(tmp_path / "bad.jsonl")

@@ -24,7 +24,7 @@ import torch
 from ponder.models import checkpoint
 from ponder.models.data import GeneratorBatcher, VerifierBatcher, generator_texts, step_targets
 from ponder.models.gpt import GPT, GPTConfig
-from ponder.models.rollouts import collect_rollouts
+from ponder.models.rollouts import collect_rollouts, load_rollouts, save_rollouts
 from ponder.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
 from ponder.models.verifier import ProcessRewardModel
 from ponder.tasks import game24
@@ -50,7 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--random-prefixes", type=int, default=4,
                    help="per train puzzle: random valid 1-2 step starts the generator continues")
     g.add_argument("--prefix-rollouts", type=int, default=2, help="continuations of each random start")
+    g.add_argument("--corrupt", type=int, default=4,
+                   help="per train puzzle: paths with one near-miss mistake, continued by the generator")
     g.add_argument("--rollout-temperature", type=float, default=1.0)
+    g.add_argument("--rollouts-file", default=None, metavar="JSONL",
+                   help="reuse the verifier's rollouts from this file if it exists, else save them there")
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--dev", action="store_true",
@@ -130,9 +134,16 @@ def train_generator(args, puzzles) -> tuple[GPT, CharTokenizer]:
 def train_verifier(args, generator: GPT, tokenizer: CharTokenizer, puzzles) -> ProcessRewardModel:
     rng = random.Random(args.seed + 1)
     start = time.time()
-    rollouts = collect_rollouts(generator, tokenizer, puzzles, args.rollouts, args.rollout_temperature,
-                                seed=args.seed, num_random_prefixes=args.random_prefixes,
-                                prefix_rollouts=args.prefix_rollouts)
+    cache = Path(args.rollouts_file) if args.rollouts_file else None
+    if cache is not None and cache.exists():
+        rollouts = load_rollouts(cache)
+        print(f"[rollouts] {len(rollouts)} rollouts read from {cache}", flush=True)
+    else:
+        rollouts = collect_rollouts(generator, tokenizer, puzzles, args.rollouts, args.rollout_temperature,
+                                    seed=args.seed, num_random_prefixes=args.random_prefixes,
+                                    prefix_rollouts=args.prefix_rollouts, num_corrupt=args.corrupt)
+        if cache is not None:
+            save_rollouts(rollouts, cache)
     num_right = sum(r.correct for r in rollouts)
     print(f"[rollouts] {len(rollouts)} rollouts, {num_right / max(1, len(rollouts)):.1%} right, "
           f"{time.time() - start:.0f}s", flush=True)
@@ -160,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     verifier = train_verifier(args, generator, tokenizer, puzzles)
     checkpoint.save_model(verifier, tokenizer, args.out, checkpoint.VERIFIER_NAME,
                           {**info, "steps": args.ver_steps, "rollouts_per_puzzle": args.rollouts,
-                           "random_prefixes": args.random_prefixes, "prefix_rollouts": args.prefix_rollouts})
+                           "random_prefixes": args.random_prefixes, "prefix_rollouts": args.prefix_rollouts,
+                           "corrupt": args.corrupt, "seconds": round(time.time() - start)})
     print(f"[done] generator and verifier in {Path(args.out)} after {time.time() - start:.0f}s", flush=True)
     return 0
 
