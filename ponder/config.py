@@ -50,6 +50,8 @@ class SearchConfig:
     strategy: str = "beam"
     params: dict[str, Any] = field(default_factory=dict)  # strategy field -> value
     seed: int = 0  # problem i's strategy is seeded from (seed, i)
+    step_check: bool = False  # beside the learned verifier: a step the task's exact checker
+    # rejects (Task.check_step, e.g. game24's arithmetic) scores 0, and so does the rest of its path
 
 
 @dataclass

@@ -96,7 +96,8 @@ class JobRunner:
             self.budget, specs[0], specs[1],
             max_batch_requests=config.engine.max_batch_requests,
             max_batch_tokens=config.engine.max_batch_tokens,
-            token_bound=partial(token_bound, config.budget.token_bound_slack))
+            token_bound=partial(token_bound, config.budget.token_bound_slack),
+            step_check=self._check_step if config.search.step_check else None)
         self.active = {s.problem_id: s for s in self.state.strategies}  # problem_id -> strategy
         self.base_stats = dict(self.state.stats)  # problem_id -> counters from before a resume
         for strategy in self.state.strategies:
@@ -107,6 +108,10 @@ class JobRunner:
         with open(self.out_dir / CONFIG_FILE, "w") as f:
             yaml.safe_dump(config.to_dict(), f, sort_keys=False)
         write_job_problems(self.out_dir, self.problems.values())
+
+    def _check_step(self, problem_id: str, steps) -> bool | None:
+        """The task's exact verdict on the last of ``steps`` (``search.step_check``)."""
+        return self.task.check_step(self.problems[problem_id], list(steps))
 
     # -- building ---------------------------------------------------------------------
 

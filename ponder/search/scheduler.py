@@ -26,7 +26,9 @@ from dataclasses import asdict, dataclass, field, replace
 from ponder.search.budget import (BudgetManager, Reservation, TokenBound, actual_flops,
                                   default_token_bound, worst_case_tokens)
 from ponder.search.flops import ModelSpec, flops
-from ponder.search.messages import GenerateRequest, GenerateResult, Request, Result, ScoreRequest
+from ponder.search.messages import (GenerateRequest, GenerateResult, Request, Result, ScoreRequest,
+                                    ScoreResult)
+from ponder.search.step_check import StepCheck, checked_scores
 from ponder.search.strategies.base import Answer, Strategy
 
 
@@ -147,6 +149,8 @@ class Scheduler:
         max_batch_tokens: at most this many worst-case tokens per batch (a single
             larger request gets a batch of its own).
         token_bound: text -> upper bound on its token count (see ``budget.py``).
+        step_check: ``(problem_id, steps) -> bool | None``, a task's exact step checker;
+            if given, verifier scores from a rejected step on are 0 (``step_check.py``).
 
     Raises:
         ValueError: if a batch limit is < 1.
@@ -154,7 +158,7 @@ class Scheduler:
 
     def __init__(self, budget: BudgetManager, generator_spec: ModelSpec, verifier_spec: ModelSpec,
                  max_batch_requests: int = 64, max_batch_tokens: int = 16384,
-                 token_bound: TokenBound = default_token_bound):
+                 token_bound: TokenBound = default_token_bound, step_check: StepCheck | None = None):
         for name, value in (("max_batch_requests", max_batch_requests),
                             ("max_batch_tokens", max_batch_tokens)):
             if value < 1:
@@ -165,6 +169,7 @@ class Scheduler:
         self.max_batch_requests = max_batch_requests
         self.max_batch_tokens = max_batch_tokens
         self.token_bound = token_bound
+        self.step_check = step_check
         self._problems: dict[str, _Problem] = {}  # problem_id -> active problem
         self._in_flight: dict[int, _InFlight] = {}  # request_id -> reserved, unsettled request
         self._ready: dict[str, None] = {}  # problem_id -> None: ask for requests next schedule()
@@ -385,6 +390,8 @@ class Scheduler:
             del problem.in_flight[request_id]
             problem.stats.add(request, result, actual)
             strategy = problem.strategy
+            if self.step_check is not None and isinstance(result, ScoreResult):
+                result = checked_scores(problem.problem_id, request, result, self.step_check)
             if not strategy.done:
                 strategy.on_result(request, result)
             if strategy.done:
