@@ -238,30 +238,64 @@ def _step(scheduler, backend=ScriptedInstantBackend()):
 
 def test_exhaustion_stops_with_best_answer_so_far():
     full = _cost_of_one_run()
-    budget, scheduler, strategy = _one(full - 1)  # everything but the last score request fits
-    answers = []
-    while scheduler.has_work:
-        _step(scheduler)
-        answers += scheduler.pop_finished()
-    (answer,) = answers
-    assert answer.stop_reason == "budget" and strategy.stop_reason == "budget"
-    assert len(answer.trace) == 2  # the best node after two scored rounds
-    assert answer.answer == answer.trace[-1] and answer.score == strategy.tree[strategy.node_id].score
-    assert budget.spent("p0") <= full - 1 and budget.num_open_reservations == 0
+    stopped = 0
+    for cap in range(full // 2, full, max(1, full // 40)):  # caps that cut the third round
+        budget, scheduler, strategy = _one(cap)
+        answers = []
+        while scheduler.has_work:
+            _step(scheduler)
+            answers += scheduler.pop_finished()
+        (answer,) = answers
+        assert budget.spent("p0") <= cap and budget.num_open_reservations == 0
+        assert answer.stop_reason in ("budget", "done") and answer.trace
+        if answer.stop_reason == "budget":
+            stopped += 1
+            assert strategy.stop_reason == "budget"
+            assert len(answer.trace) == 2  # the best node after two scored rounds
+            assert answer.answer == answer.trace[-1]
+            assert answer.score == strategy.tree[strategy.node_id].score
+        else:  # the last round shrank to what could be generated and scored
+            assert len(answer.trace) == 3
+    assert stopped > 0
 
 
-def test_generate_n_shrinks_to_what_fits():
+def test_generate_n_shrinks_to_what_fits_with_room_to_score_it():
     one_sample = GenerateRequest(0, "problem p0\n", n=1, max_new_tokens=8)
-    cap = 2 * _worst(one_sample) + 1  # room for 2 of the 4 samples
+    gen_tokens, _ = worst_case_tokens(one_sample)
+    score = Scheduler(BudgetManager(), GEN, VER)._score_cost_per_sample(gen_tokens)
+    cap = 2 * (_worst(one_sample) + score) + 1  # room for 2 of the 4 samples and their scoring
     budget, scheduler, strategy = _one(cap)
     plan = _step(scheduler)
     (request,) = plan.generate_batches[0]
     assert request.n == 2 and strategy.num_texts == 2 and len(strategy.tree.root.children) == 2
     assert scheduler.stats("p0").num_samples == 2
-    _step(scheduler)  # the score request cannot fit and nothing is in flight: stop
+    plan = _step(scheduler)  # the score request fits: the samples get scored
+    assert len(plan.score_batches) == 1 and len(plan.score_batches[0][0].paths) == 2
+    assert budget.spent("p0") + budget.reserved("p0") <= cap
+
+
+def test_capped_best_of_n_with_a_huge_n_scores_its_samples():
+    ids = count()
+    cls = get_strategy("best_of_n")
+    params = cls.Params.from_dict({"n": 1024, "max_solution_tokens": 16})
+    task = ScriptedTask()
+    one = worst_case_flops(GenerateRequest(0, "problem p0\n", n=1, max_new_tokens=16), GEN)
+    cap = 40 * one
+    budget = BudgetManager(flops_per_problem=cap)
+    scheduler = Scheduler(budget, GEN, VER)
+    scheduler.add(cls(Tree("p0", "problem p0\n"), task, params, 0, lambda: next(ids)))
+    gen = scheduler.schedule().generate_batches[0][0]
+    assert 1 <= gen.n < 40
+    texts = [f"step {i}\nAnswer: {i % 3}\n" for i in range(gen.n)]
+    scheduler.update([GenerateResult(gen.request_id, texts, [[1, 2]] * gen.n, [0.0] * gen.n, 3, 0,
+                                     4 * gen.n)])
+    (score,) = scheduler.schedule().score_batches[0]
+    assert len(score.paths) == gen.n
+    scheduler.update([ScoreResult(score.request_id, [[0.5] * len(p) for p in score.paths], 10, 0)])
+    scheduler.schedule()
     (answer,) = scheduler.pop_finished()
-    assert answer.stop_reason == "budget" and answer.answer is None
-    assert budget.reserved("p0") == 0 and not scheduler.has_work
+    assert answer.stop_reason != "budget" and answer.answer is not None
+    assert budget.spent("p0") <= cap
 
 
 def _worst(request):

@@ -73,6 +73,16 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         from ponder.models.train import add_arguments
 
         add_arguments(train)
+    sweep = commands.add_parser(
+        "sweep", help="a grid of strategies x FLOP budgets: table, plot, frontier, power-law fit",
+        description="Run every cell (strategy x budget x ...) of a sweep file as a `ponder solve` "
+                    "job, skipping cells already finished in --out (resumable), then write "
+                    "table.csv, table.parquet, the accuracy-vs-FLOPs plot with the compute-optimal "
+                    "frontier, and the coverage power-law fit.")
+    sweep.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    from ponder.cluster.sweep import add_arguments as add_sweep_arguments
+
+    add_sweep_arguments(sweep)
     from ponder.cluster.commands import add_commands  # serve, submit, ..., train-verifier
 
     add_commands(commands, _command(argv))
@@ -96,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "solve":
             return solve_command(args)
+        if args.command == "sweep":
+            from ponder.cluster.sweep import run as run_sweep
+
+            return run_sweep(args)
         if args.command != "train":
             from ponder.cluster.commands import run as run_command
 

@@ -333,22 +333,34 @@ class Scheduler:
                              f"{problem.problem_id!r} is already in flight")
         problem_id = problem.problem_id
         tokens, cost, _, model = self._cost(request)
-        reservation = self.budget.reserve(problem_id, cost, model)
-        if reservation is None and model == "generator" and request.n > 1:
-            # Cost is linear in n (same context per sample): take the largest n that fits.
+        headroom = self.budget.remaining(problem_id)
+        if model == "generator" and request.n > 1 and headroom is not None:
+            # Cost is linear in n (same context per sample): take the largest n whose
+            # generation and the scoring of its samples fit (unscored samples are wasted).
             per_sample, per_sample_tokens = cost // request.n, tokens // request.n
-            headroom = self.budget.remaining(problem_id)
-            n = min(request.n - 1, headroom // per_sample) if per_sample else request.n
-            if n >= 1:
+            follow_up = self._score_cost_per_sample(per_sample_tokens)
+            if per_sample and cost + follow_up * request.n > headroom:
+                n = min(request.n, headroom // (per_sample + follow_up))
+                if n < 1:
+                    return False  # not even one sample could be scored
                 request = replace(request, n=n)
                 tokens, cost = per_sample_tokens * n, per_sample * n
-                reservation = self.budget.reserve(problem_id, cost, model)
+        reservation = self.budget.reserve(problem_id, cost, model)
         if reservation is None:
             return False
         self._in_flight[request.request_id] = _InFlight(problem, request, reservation)
         problem.in_flight[request.request_id] = None
         self._packers[model == "verifier"].add(request, tokens)
         return True
+
+    def _score_cost_per_sample(self, sample_tokens: int) -> int:
+        """Verifier FLOPs to score one sample of ``sample_tokens`` (prefix bound + max new tokens).
+
+        Exact for byte-level tokenizers (a score request bounds its text by bytes); with a
+        subword tokenizer a sample's text can take more bytes than tokens, so a very tight
+        cap can still leave the scoring short (the problem then stops with ``budget``).
+        """
+        return flops(self.verifier_spec, sample_tokens, sample_tokens)
 
     def _could_fit_later(self, problem: _Problem, request: Request) -> bool:
         """Whether ``request`` (at n=1) fits once every open reservation settles at zero."""
