@@ -187,3 +187,8 @@ def test_task_interface():
     assert task.verify(PROBLEM, "(5 * (10 - 4)) - 6") is True
     assert task.parse_problem({"id": "a", "numbers": [10, 4, 5, 6]}, 0).problem == "10 4 5 6"
     assert task.parse_problem({"problem": "4 5 6 10"}, 7).problem_id == "7"
+
+
+def test_a_zero_denominator_in_a_step_is_a_wrong_step_not_a_crash():
+    assert game24.check_step([5, 5, 4, 6], ["6 / 4 = 60/0 (left: 5 5 60/0)"]) is False
+    assert game24.check_step([5, 5, 4, 6], ["60/0 * 4 = 24 (left: 24)"]) is False

@@ -46,7 +46,10 @@ def parse_number(text: str) -> Fraction:
     """Parse ``6``, ``-2`` or ``5/3`` exactly. Raises ValueError on anything else."""
     if not re.fullmatch(_NUM, text.strip()):
         raise ValueError(f"not a number in step format: {text!r}")
-    return Fraction(text.strip())
+    try:
+        return Fraction(text.strip())
+    except ZeroDivisionError:  # "60/0": a model can write it; it is not a number
+        raise ValueError(f"not a number in step format: {text!r}") from None
 
 
 def parse_left(text: str) -> list[Fraction]:
