@@ -94,24 +94,27 @@ def test_a_problem_moves_when_its_replica_is_overloaded_beyond_the_margin():
     assert handles[1].request_ids[-1] == again[0].request_id
 
 
-def test_a_mixed_batch_is_split_by_problem_into_one_call_per_replica():
-    pool, handles = make_pool(2, affinity_margin=0)
+def test_a_mixed_batch_goes_whole_to_the_home_of_most_of_its_requests():
+    pool, handles = make_pool(2, affinity_margin=10)
     pool.dispatch(reqs("a", 2))  # a -> r0
     pool.dispatch(reqs("b", 2))  # b -> r1
     mixed = reqs("a", 1) + reqs("b", 1) + reqs("a", 1)
     pool.dispatch(mixed)
-    assert len(handles[0].calls) == 2 and len(handles[1].calls) == 2  # one call each, not three
-    assert [r.prefix_id.split(":")[0] for r in handles[0].calls[-1]] == ["a", "a"]
-    assert [r.prefix_id.split(":")[0] for r in handles[1].calls[-1]] == ["b"]
+    assert len(handles[0].calls) == 2 and len(handles[1].calls) == 1  # one call, not split
+    assert [r.request_id for r in handles[0].calls[-1]] == [r.request_id for r in mixed]
+    later = reqs("b", 1)
+    pool.dispatch(later)  # b was served by r0 last: its prefix is cached there now
+    assert handles[0].calls[-1] == later
 
 
-def test_new_problems_of_one_batch_spread_over_idle_replicas():
+def test_batches_of_new_problems_spread_over_idle_replicas():
     pool, handles = make_pool(2)
-    pool.dispatch(reqs("a", 2) + reqs("b", 2) + reqs("c", 2) + reqs("d", 2))
+    first, second = reqs("a", 2) + reqs("b", 2), reqs("c", 2) + reqs("d", 2)
+    pool.dispatch(first)
+    pool.dispatch(second)
     assert pool.loads() == [4, 4]
     assert [len(h.calls) for h in handles] == [1, 1]
-    problems = [{r.prefix_id.split(":")[0] for r in h.calls[0]} for h in handles]
-    assert problems[0].isdisjoint(problems[1]) and problems[0] | problems[1] == set("abcd")
+    assert handles[0].calls[0] == first and handles[1].calls[0] == second
 
 
 def test_batches_beyond_the_in_flight_limit_wait_in_the_pool():

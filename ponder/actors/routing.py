@@ -43,12 +43,18 @@ def problem_of(prefix_id: str) -> str | None:
 
 
 class Router:
-    """Splits batches by problem and picks a replica for each problem's share.
+    """Picks one replica for each batch: least-loaded, with prefix affinity.
+
+    A batch goes whole to one replica. Every call costs a fixed overhead on top of
+    its work (a Ray round trip, a forward pass over the batch), so splitting a batch
+    over replicas buys little and, with many replicas, turns each batch into many
+    tiny calls; the scheduler already sizes batches, and other batches keep the
+    other replicas busy.
 
     Args:
         replicas: every replica of the pool, indexed by ``Replica.index``.
-        affinity_margin: extra in-flight requests a problem's replica may carry over
-            the least-loaded one before the problem moves.
+        affinity_margin: extra in-flight requests a batch's home replica may carry over
+            the least-loaded one before the batch goes elsewhere.
     """
 
     def __init__(self, replicas: list[Replica], affinity_margin: int):
@@ -57,31 +63,29 @@ class Router:
         self._home: OrderedDict[str, int] = OrderedDict()  # problem id -> replica index
 
     def route(self, batch: list[Request], free: list[Replica]) -> dict[Replica, list[Request]]:
-        """Assign every request of ``batch`` to one of the ``free`` replicas.
+        """Assign ``batch`` to one of the ``free`` replicas.
 
-        A problem's requests stay together; replicas fill in load order as shares
-        are placed, so one batch of new problems spreads over idle replicas.
+        Its home is the replica that last served most of its requests' problems;
+        every problem of the batch then calls that replica home.
 
         Returns:
-            replica -> its sub-batch, in batch order within each sub-batch.
+            replica -> the batch (one entry).
         """
         assert free, "route() needs at least one free replica"
-        groups: dict[str | None, list[Request]] = {}  # problem id -> its requests in batch
+        votes: dict[int, int] = {}  # replica index -> requests of the batch whose problem lives there
+        problems = {problem_of(r.prefix_id) for r in batch} - {None}
         for request in batch:
-            groups.setdefault(problem_of(request.prefix_id), []).append(request)
-        load = {r: r.num_requests for r in free}  # grows as shares are placed
-        plan: dict[Replica, list[Request]] = {}
-        for problem, requests in groups.items():
-            replica = self._choose(problem, load)
-            if problem is not None:
-                self._remember(problem, replica.index)
-            load[replica] += len(requests)
-            plan.setdefault(replica, []).extend(requests)
-        return plan
+            home = self._home.get(problem_of(request.prefix_id))
+            if home is not None:
+                votes[home] = votes.get(home, 0) + 1
+        home = max(votes, key=lambda i: (votes[i], -i)) if votes else None
+        replica = self._choose(home, {r: r.num_requests for r in free})
+        for problem in problems:
+            self._remember(problem, replica.index)
+        return {replica: list(batch)}
 
-    def _choose(self, problem: str | None, load: dict[Replica, int]) -> Replica:
+    def _choose(self, home_index: int | None, load: dict[Replica, int]) -> Replica:
         least = min(load, key=lambda r: (load[r], r.num_batches, r.index))
-        home_index = self._home.get(problem) if problem is not None else None
         if home_index is not None:
             home = self.replicas[home_index]
             if home in load and load[home] - load[least] <= self.affinity_margin:
