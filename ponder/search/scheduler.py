@@ -341,8 +341,10 @@ class Scheduler:
             follow_up = self._score_cost_per_sample(per_sample_tokens)
             if per_sample and cost + follow_up * request.n > headroom:
                 n = min(request.n, headroom // (per_sample + follow_up))
+                if n < 1:  # not even one sample's worst case: count on both settling lower
+                    n = min(request.n, headroom // per_sample)
                 if n < 1:
-                    return False  # not even one sample could be scored
+                    return False
                 request = replace(request, n=n)
                 tokens, cost = per_sample_tokens * n, per_sample * n
         reservation = self.budget.reserve(problem_id, cost, model)
