@@ -181,6 +181,73 @@ def test_detached_actor_serves_clients_and_resumes_after_its_process_dies(ray_ru
         ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE), no_restart=True)
 
 
+# -- token authentication of the engine's Ray --------------------------------------------
+
+def _gcs(runtime) -> str:
+    return "127.0.0.1:" + runtime.address.rpartition(":")[2]
+
+
+@pytest.mark.ray
+def test_a_wrong_token_is_refused_at_once_with_a_clear_error(ray_runtime):
+    from ponder.cluster.auth import TokenRefused, check_client, probe
+
+    gcs = _gcs(ray_runtime)
+    assert probe(gcs) == "ok"  # this process's own token
+    assert probe(gcs, token="") == "refused" and probe(gcs, token="0" * 32) == "refused"
+    start = time.monotonic()
+    with pytest.raises(TokenRefused, match=r"Ray at 127\.0\.0\.1:\d+ \(from s\.json\) requires its "
+                                           r"auth token and this client presented a wrong token; "
+                                           r"Ray reads the token from RAY_AUTH_TOKEN"):
+        check_client(gcs, token="0" * 32, source="s.json")
+    assert time.monotonic() - start < 10  # not Ray's 20 s connection timeout
+    check_client(gcs)  # the right token passes
+    with pytest.raises(ConnectionError, match="no Ray answers at 127.0.0.1:1"):
+        check_client("127.0.0.1:1")
+
+
+def start_ray_without_auth(tmp_path):
+    """A local Ray with token authentication off, in its own process; (process, GCS address)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="ponder-na-", dir="/tmp")
+    code = ("import ray, sys\n"
+            f"ray.init(num_cpus=1, include_dashboard=False, _temp_dir={temp!r}, logging_level='ERROR')\n"
+            "print(ray.get_runtime_context().gcs_address, flush=True)\n"
+            "sys.stdin.read()\n"
+            "ray.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["RAY_AUTH_MODE"] = "disabled"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return proc, proc.stdout.readline().strip(), temp
+
+
+@pytest.mark.ray
+def test_serve_joins_a_cluster_elsewhere_only_with_token_auth(ray_runtime, tmp_path):
+    import shutil
+
+    from ponder.cluster.auth import require_token_auth
+    from ponder.cluster.client import serve
+
+    config, _ = actor_config()
+    with pytest.raises(ValueError, match="Ray Client address"):
+        serve(config, tmp_path / "a", address="ray://10.0.0.5:10001")
+    require_token_auth(_gcs(ray_runtime))  # a cluster with token auth: fine
+    proc, address, temp = start_ray_without_auth(tmp_path)
+    try:
+        assert address, "the Ray without auth did not start"
+        with pytest.raises(ValueError, match=f"the Ray cluster at {address} accepts clients "
+                                             f"without its token.*RAY_AUTH_MODE=token"):
+            serve(config, tmp_path / "b", address=address)
+    finally:
+        proc.communicate("", timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert not (tmp_path / "b" / "serve.json").exists()
+
+
 class ScriptedVoteOnly:
     """A test strategy that samples whole solutions and votes, never asking the verifier."""
 
@@ -296,6 +363,19 @@ def test_ponder_serve_submit_status_result_cancel_from_the_command_line(tmp_path
         assert json.loads(ponder("status", other, "--json"))["state"] == "cancelled"
         text = ponder("status", job)
         assert text.startswith(f"job {job}: done, 3/3 finished")
+        # Clients must send Ray's token; a wrong or missing one is one clear line, at once.
+        no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH_TOKEN")}
+        home = tmp_path / "home"  # no ~/.ray/auth_token there
+        home.mkdir()
+        for bad_env, why in (({**no_token, "RAY_AUTH_TOKEN": "0" * 32}, "presented a wrong token"),
+                             ({**no_token, "HOME": str(home)}, "has no token to give it")):
+            start = time.monotonic()
+            refused = subprocess.run([*cli, "status", job, "--state-dir", str(state)], cwd=repo,
+                                     env=bad_env, capture_output=True, text=True, timeout=120)
+            assert refused.returncode == 2, refused.stderr[-2000:]
+            assert refused.stderr.startswith("ponder status: error: the engine's Ray at 127.0.0.1:")
+            assert f"requires its auth token and this client {why}" in refused.stderr
+            assert refused.stderr.count("\n") == 1 and time.monotonic() - start < 20
     finally:
         server.send_signal(signal.SIGINT)
         try:

@@ -15,10 +15,12 @@ Without ``--address`` ``ponder serve`` starts a local Ray and keeps it alive in
 the foreground; clients on the same machine join it through 127.0.0.1. The
 engine opens no port of its own; Ray's ports (which Ray binds on every
 interface) require Ray's auth token (``RAY_AUTH_MODE=token``, the token in
-``~/.ray/auth_token``), and there is no dashboard and no Ray client server. With ``--address`` it places
-the actor on that cluster and returns: the actor is detached and outlives it.
-The actor restarts if its process dies (``max_restarts=-1``) and resumes every
-unfinished job from its checkpoint.
+``~/.ray/auth_token``), and there is no dashboard and no Ray client server. With
+``--address`` it places the actor on that cluster, which must have token
+authentication on, and returns: the actor is detached and outlives it. A client
+sends its token and gets one clear error (``TokenRefused``) if it is missing or
+wrong (``ponder.cluster.auth``). The actor restarts if its process dies
+(``max_restarts=-1``) and resumes every unfinished job from its checkpoint.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from ponder.cluster.auth import (AUTH_MODE_ENV, TokenRefused, check_client, gcs_address,  # noqa: F401
+                                 require_token_auth, use_token)
 from ponder.cluster.serve import ACTOR_NAME, NAMESPACE, SERVE_FILE, EngineService
 
 DEFAULT_STATE_DIR = Path("~/.ponder/serve")
-AUTH_MODE_ENV = "RAY_AUTH_MODE"  # Ray's switch for token authentication
 
 
 class EngineActorBody:
@@ -83,31 +86,44 @@ def _unwrap(fn):
 
 
 class PonderClient:
-    """Talks to the engine started by ``ponder serve``.
+    """Talks to the engine started by ``ponder serve``: ``ponder submit/status/result/cancel``
+    from Python.
+
+    Example::
+
+        from ponder.cluster.client import PonderClient
+        from ponder.tasks import Problem
+
+        client = PonderClient(state_dir="~/.ponder/serve")
+        job_id = client.submit([Problem("a", "4 4 6 8"), Problem("b", "1 2 3 4")],
+                               flops_total=1e14, strategy="beam", params={"beam_width": 4})
+        client.status(job_id)             # num_finished, flops_spent, best answer per problem
+        done = client.result(job_id, wait=True, timeout=600)
+        done["summary"]["accuracy"], [r["answer"] for r in done["results"]]
+        client.cancel(job_id)             # False: it already finished
 
     Args:
         address: the Ray cluster (default: the state dir's ``serve.json``, else
-            ``RAY_ADDRESS``, else ``"auto"``). Ignored if Ray is already connected.
+            ``RAY_ADDRESS``, else this machine's Ray). Ignored if Ray is already connected.
         state_dir: where ``ponder serve`` keeps its state (default ``~/.ponder/serve``).
         restart_wait_s: how long a call waits for an engine that Ray is restarting.
+        token: the cluster's Ray auth token (default: ``RAY_AUTH_TOKEN``, else the file
+            ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``).
 
     Raises:
+        TokenRefused: the engine's Ray requires a token and ours is missing or wrong.
+        ConnectionError: nothing answers at the engine's address.
         RuntimeError: no engine is running there.
     """
 
     def __init__(self, address: str | None = None, state_dir: str | Path | None = None,
-                 restart_wait_s: float = 300.0):
-        served = _served(state_dir)
-        if served.get("auth_mode") and AUTH_MODE_ENV not in os.environ:
-            # Before Ray is imported: it reads the mode once. The token is ~/.ray/auth_token.
-            os.environ[AUTH_MODE_ENV] = served["auth_mode"]
+                 restart_wait_s: float = 300.0, token: str | None = None):
         import ray
 
         self.restart_wait_s = restart_wait_s
         if not ray.is_initialized():
-            address = address or served.get("address") or os.environ.get("RAY_ADDRESS") or "auto"
-            ray.init(address=address, namespace=NAMESPACE, logging_level="ERROR",
-                     log_to_driver=False)
+            ray.init(address=_join(address, state_dir, token), namespace=NAMESPACE,
+                     logging_level="ERROR", log_to_driver=False)
         try:
             self.actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
         except ValueError:
@@ -160,7 +176,31 @@ class PonderClient:
         return self._call("cancel", job_id)
 
     def ping(self) -> dict[str, Any]:
+        """Liveness: the engine's task, state dir, default strategy and number of running jobs."""
         return self._call("ping")
+
+
+def _join(address: str | None, state_dir: str | Path | None, token: str | None) -> str:
+    """The address a client joins, after checking that the engine's Ray lets it in.
+
+    Raises:
+        TokenRefused, ConnectionError: see ``check_client``. RuntimeError: no engine found.
+    """
+    served = _served(state_dir)
+    source = _serve_file(state_dir) if not address and served.get("address") else ""
+    address = address or served.get("address") or os.environ.get("RAY_ADDRESS") or "auto"
+    if address.startswith("ray://"):  # Ray Client checks its own token; ponder cannot probe it
+        if served.get("auth_mode") or token is not None:
+            use_token(token)
+        return address
+    try:
+        gcs = gcs_address(address)
+    except ConnectionError as e:
+        raise RuntimeError(f"no ponder engine found: {_serve_file(state_dir)} does not exist and "
+                           f"no single Ray runs on this machine ({e}); start one with `ponder "
+                           f"serve`, or give --address / --state-dir") from None
+    check_client(gcs, token, source)
+    return address
 
 
 def _flops(value: float | None) -> int | None:
@@ -175,9 +215,13 @@ def _plain(problem: Any) -> list:
     return problem
 
 
+def _serve_file(state_dir: str | Path | None) -> Path:
+    return Path(state_dir or DEFAULT_STATE_DIR).expanduser() / SERVE_FILE
+
+
 def _served(state_dir: str | Path | None) -> dict[str, Any]:
     """What ``ponder serve`` wrote to the state dir's serve.json; {} if nothing is served there."""
-    path = Path(state_dir or DEFAULT_STATE_DIR).expanduser() / SERVE_FILE
+    path = _serve_file(state_dir)
     try:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
@@ -190,30 +234,23 @@ def serve(config: Any, state_dir: str | Path, address: str | None = None,
     """``ponder serve``: start the engine actor; with a local Ray, stay up until stopped.
 
     Args:
-        address: join this cluster and return once the actor is up; None: start a
-            local Ray and block until SIGINT/SIGTERM or ``stop_event``.
+        address: join this cluster (``host:port`` or ``auto``; default ``RAY_ADDRESS``)
+            and return once the actor is up; None: start a local Ray and block until
+            SIGINT/SIGTERM or ``stop_event``.
 
     Returns:
         A process exit code.
+
+    Raises:
+        ValueError: ``RAY_AUTH_MODE`` is set to something other than ``token``, the
+            cluster at ``address`` has no token authentication, or ``address`` is ``ray://``.
+        TokenRefused: the cluster refuses this process's token.
     """
     import ray
 
-    from ponder.cluster.runtime import connect
-
     state_dir = Path(state_dir).expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    if address is None:
-        # Ray's own ports require its auth token (~/.ray/auth_token): Ray's default for a new
-        # local cluster, which ponder serve refuses to turn off.
-        if os.environ.get(AUTH_MODE_ENV, "token") != "token":
-            raise ValueError(f"ponder serve starts its Ray with token authentication; unset "
-                             f"{AUTH_MODE_ENV} (it is {os.environ[AUTH_MODE_ENV]!r})")
-        runtime = connect(config.ray, address=None, num_cpus=num_cpus, namespace=NAMESPACE,
-                          _node_ip_address="127.0.0.1")
-        served = "127.0.0.1:" + runtime.address.rpartition(":")[2]  # clients here use loopback
-    else:
-        runtime = connect(config.ray, address=address, namespace=NAMESPACE)
-        served = runtime.address
+    runtime, served = _serve_ray(config, address or os.environ.get("RAY_ADDRESS"), num_cpus)
     handle = start_actor(config, state_dir, checkpoint_every_s)
     info = {"address": served, "namespace": NAMESPACE, "name": ACTOR_NAME, "pid": os.getpid(),
             "local": runtime.is_local, "auth_mode": os.environ.get(AUTH_MODE_ENV)}
@@ -234,3 +271,23 @@ def serve(config: Any, state_dir: str | Path, address: str | None = None,
         runtime.shutdown()
     print("ponder serve: stopped; unfinished jobs resume on the next `ponder serve`", flush=True)
     return 0
+
+
+def _serve_ray(config: Any, address: str | None, num_cpus: int | None) -> tuple[Any, str]:
+    """Start (``address`` None) or join the Ray that ponder serve runs on; ``(runtime, address
+    clients use)``. Either way every Ray port requires the token (``ponder.cluster.auth``)."""
+    from ponder.cluster.runtime import connect
+
+    if os.environ.get(AUTH_MODE_ENV, "token") != "token":
+        raise ValueError(f"ponder serve runs only on a Ray with token authentication; unset "
+                         f"{AUTH_MODE_ENV} (it is {os.environ[AUTH_MODE_ENV]!r})")
+    if address is None:
+        # Token auth is Ray's default for a new local cluster; RAY_AUTH_MODE is unset or token.
+        runtime = connect(config.ray, address=None, num_cpus=num_cpus, namespace=NAMESPACE,
+                          _node_ip_address="127.0.0.1")
+        return runtime, "127.0.0.1:" + runtime.address.rpartition(":")[2]  # clients here: loopback
+    gcs = gcs_address(address)
+    require_token_auth(gcs)  # also turns token mode on here, so this process sends it
+    runtime = connect(config.ray, address=gcs, namespace=NAMESPACE)
+    return runtime, runtime.address
+
