@@ -96,6 +96,10 @@ def test_coverage_curve_averages_problems_at_powers_of_two():
     ks, coverage = coverage_curve(problems)
     assert ks.tolist() == [1, 2, 4]
     assert coverage.tolist() == pytest.approx([(0.25 + 0 + 1) / 3, (0.5 + 0 + 1) / 3, 2 / 3])
+    # The fewest samples any problem has ends the curve even when not a power of two.
+    ks, coverage = coverage_curve([[False, True, False, False, False, False], [True, False, False, False, False]])
+    assert ks.tolist() == [1, 2, 4, 5]
+    assert coverage[-1] == pytest.approx((1 - 1 / 6 + 1) / 2)  # 5 of 6 miss the right one 1/6 of the time
 
 
 @pytest.mark.parametrize("a,b", [(-2.0, -0.4), (-0.7, -0.15), (-4.0, -0.8)])

@@ -22,7 +22,8 @@ from ponder.cluster.engine import run_inprocess
 from ponder.cluster.frontier import TABLE_COLUMNS
 from ponder.cluster.results import ProblemRecord, ResultWriter, TokenCounts, make_summary, read_results
 from ponder.cluster.sweep import cell_dir, run_sweep
-from ponder.cluster.sweep_report import sample_correctness
+from ponder.cluster.sweep_report import cell_sample_correctness, sample_correctness, tree_sample_correctness
+from ponder.cluster.traces import TREES_FILE, read_tree_records
 from ponder.cluster.sweep_spec import DEFAULT_STRATEGIES, SweepError, expand_grid, load_sweep
 from ponder.config import ConfigError
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedVerifier
@@ -275,6 +276,39 @@ def test_coverage_comes_from_per_sample_candidates_when_recorded(tmp_path):
     assert sample_correctness({"id": "1"}) is None
 
 
+def test_tree_sample_correctness_reads_each_sample_under_the_root():
+    # [parent, text, score, status, answer, visits, value]; status 2 expanded, 3 terminal, 0 open
+    nodes = [[-1, "", None, 2, None, 0, 0.0],
+             [0, "a", 0.5, 2, None, 0, 0.0], [1, "Answer: 24", 0.5, 3, "24", 0, 0.0],  # right
+             [0, "b", 0.5, 2, None, 0, 0.0], [3, "Answer: 7", 0.5, 3, "7", 0, 0.0],  # wrong
+             [0, "c", 0.5, 0, None, 0, 0.0],  # cut off before its answer: wrong
+             [0, "d", 0.5, 2, None, 0, 0.0], [6, "Answer: ?", 0.5, 3, "?", 0, 0.0],  # unknown
+             [0, "e", 0.5, 2, None, 0, 0.0], [8, "Answer: 7", 0.5, 3, "7", 0, 0.0],
+             [8, "Answer: 24", 0.5, 3, "24", 0, 0.0]]  # a wrong and a right leaf: right
+    record = {"nodes": nodes, "verdicts": {"24": True, "7": False, "?": None}}
+    assert tree_sample_correctness(record) == [True, False, False, None, True]
+    assert tree_sample_correctness({"nodes": nodes[:1], "verdicts": {}}) == []
+
+
+def test_cell_sample_correctness_falls_back_to_trees_and_needs_a_verdict(tmp_path):
+    ScriptedCellRunner()(load_config_data(), PROBLEMS[:2], tmp_path, False)  # results lines, no candidates
+    assert cell_sample_correctness(tmp_path) is None  # no trees.jsonl either
+    tree = {"problem_id": "0", "nodes": [[-1, "", None, 2, None, 0, 0.0], [0, "x", 0.1, 3, "41", 0, 0.0],
+                                         [0, "y", 0.1, 3, "40", 0, 0.0]], "verdicts": {"41": False, "40": True}}
+    lines = [tree, {**tree, "problem_id": "1", "verdicts": {"41": True, "40": True}}]
+    (tmp_path / TREES_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert cell_sample_correctness(tmp_path) == [[False, True], [True, True]]
+    unknown = [{**line, "verdicts": {"41": None, "40": None}} for line in lines]
+    (tmp_path / TREES_FILE).write_text("".join(json.dumps(line) + "\n" for line in unknown))
+    assert cell_sample_correctness(tmp_path) is None  # a task that cannot verify has no coverage
+
+
+def load_config_data():
+    from ponder.config import load_config
+
+    return load_config(data={**BASE, "budget": {"flops_per_problem": 4e6}})
+
+
 def test_cli_dry_run_and_analyze_only(tmp_path, capsys):
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump({**sweep_data(), "range": "0:3"}))
@@ -348,6 +382,17 @@ def test_end_to_end_sweep_on_the_scripted_backend(tmp_path):
     assert best_of_n[0].flops_per_problem_mean < best_of_n[1].flops_per_problem_mean < best_of_n[2].flops_per_problem_mean
     assert best_of_n[2].accuracy > best_of_n[0].accuracy  # more samples, more problems solved
     assert outcome.report.front and not math.isnan(outcome.report.front[-1].accuracy)
+    # Coverage is the best-of-N samples' own correctness, read back from the largest cell's trees.
+    (coverage,) = outcome.report.coverage
+    assert coverage.source == "coverage" and coverage.k[0] == 1
+    assert all(x <= y for x, y in zip(coverage.coverage, coverage.coverage[1:]))
+    largest = cell_dir(tmp_path, next(c for c in expand_grid(spec) if c.name == best_of_n[2].cell))
+    trees = {r["problem_id"]: tree_sample_correctness(r) for r in read_tree_records(largest / TREES_FILE)}
+    assert coverage.k[-1] == min(len(samples) for samples in trees.values()) > 1
+    for line in read_results(largest):  # a right pick is one of the samples: some sample is right
+        assert any(trees[line["id"]]) or not line["correct"]
+    assert coverage.coverage[0] == pytest.approx(
+        sum(sum(s) / len(s) for s in trees.values()) / len(trees))  # coverage@1: the mean share right
     calls = generator.num_calls
     again = run_sweep(spec, tmp_path, problems=problems, task=task, run_cell=run_cell,
                       progress=False, log=lambda line: None)

@@ -184,7 +184,7 @@ def coverage_curve(correct_per_problem: Sequence[Sequence[bool]],
     Args:
         correct_per_problem: for each problem, whether each of its samples was correct.
         ks: sample counts to evaluate; default powers of two up to the fewest samples
-            any problem has.
+            any problem has, and that number itself.
 
     Returns:
         (ks, coverage), two float arrays of equal length.
@@ -197,6 +197,7 @@ def coverage_curve(correct_per_problem: Sequence[Sequence[bool]],
     n_min = min(len(s) for s in correct_per_problem)
     if ks is None:
         ks = [2**i for i in range(int(math.log2(n_min)) + 1)]
+        ks += [n_min] if n_min != ks[-1] else []  # every sample counts, not only a power of two
     coverage = [np.mean([pass_at_k(len(s), sum(map(bool, s)), k) for s in correct_per_problem])
                 for k in ks]
     return np.asarray(ks, dtype=float), np.asarray(coverage, dtype=float)

@@ -8,11 +8,15 @@ Written to the sweep directory from every finished cell:
     accuracy_vs_flops.png       accuracy vs mean FLOPs per problem, a line per strategy
     coverage.png                best-of-N coverage vs samples and its power-law fit
 
-The power law is fitted to true coverage@k when the best-of-N results lines carry
-each sample's correctness (a ``candidates`` list, see ``sample_correctness``).
-Without it, the fit falls back to best-of-N *accuracy* (the verifier's pick) per
-cell against samples per problem (``num_samples`` on the lines) or, lacking that,
-against FLOPs relative to the cheapest cell; ``source`` in analysis.json says which.
+The power law is fitted to true coverage@k (Brown et al. 2024: the share of problems
+that some of k samples solves, whatever the verifier would pick) of the best-of-N cell
+with the most FLOPs. Each sample's correctness comes from the results lines'
+``candidates`` lists if they carry them (``sample_correctness``), else from the
+cell's ``trees.jsonl`` (``tree_sample_correctness``: a sample is a subtree under the
+root, checked by the task's verdicts). Without either, the fit falls back to
+best-of-N *accuracy* (the verifier's pick) per cell against samples per problem
+(``num_samples`` on the lines) or, lacking that, against FLOPs relative to the
+cheapest cell; ``source`` in analysis.json says which.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from ponder.cluster.frontier import (PowerLawFit, TableRow, best_per_budget, cov
 from ponder.cluster.progress import format_flops
 from ponder.cluster.results import read_results
 from ponder.cluster.sweep_spec import Cell
+from ponder.cluster.traces import TREES_FILE, read_tree_records
+from ponder.search.tree import NodeStatus
 
 BEST_OF_N = "best_of_n"
 ANALYSIS_FILE = "analysis.json"
@@ -69,6 +75,49 @@ def sample_correctness(line: dict[str, Any]) -> list[bool] | None:
     if not candidates:
         return None
     return [bool(c.get("correct") if isinstance(c, dict) else c) for c in candidates]
+
+
+def tree_sample_correctness(record: dict[str, Any]) -> list[bool | None]:
+    """Each sample's correctness in a ``trees.jsonl`` record, in sample order.
+
+    A sample is the subtree under one child of the root (best-of-N draws whole
+    solutions, each a chain of step nodes from the root). It is right if a terminal
+    node in it has an answer the task judged right, None if none did and some
+    verdict was unknown (the task cannot verify), else wrong; a sample cut off
+    before its answer is wrong.
+    """
+    nodes, verdicts = record["nodes"], record.get("verdicts") or {}
+    top: list[int] = [0] * len(nodes)  # node id -> the root child it descends from
+    outcome: dict[int, bool | None] = {}  # root child -> correctness
+    for node_id, (parent_id, _, _, status, answer, *_) in enumerate(nodes):
+        if parent_id < 0:
+            continue
+        top[node_id] = node_id if parent_id == 0 else top[parent_id]  # children have larger ids
+        sample = top[node_id]
+        outcome.setdefault(sample, False)
+        if status == NodeStatus.TERMINAL and outcome[sample] is not True:
+            verdict = verdicts.get(answer) if answer is not None else record.get("no_answer_verdict")
+            if verdict is True or verdict is None:
+                outcome[sample] = verdict
+    return [outcome[sample] for sample in sorted(outcome)]
+
+
+def cell_sample_correctness(path: Path) -> list[list[bool]] | None:
+    """Per problem of the cell at ``path``, whether each sample was right; None if unknown.
+
+    From the results lines' ``candidates``, else from ``trees.jsonl``. None when
+    neither records samples, a problem has none, or the task could verify no sample.
+    """
+    lines = read_results(path)
+    samples = [sample_correctness(line) for line in lines]
+    if lines and all(samples):
+        return samples
+    if not (path / TREES_FILE).is_file():
+        return None
+    per_problem = [tree_sample_correctness(r) for r in read_tree_records(path / TREES_FILE)]
+    if not per_problem or not all(per_problem) or all(v is None for s in per_problem for v in s):
+        return None
+    return [[bool(v) for v in s] for s in per_problem]
 
 
 def write_report(out_dir: str | Path, finished: Sequence[tuple[Cell, Path]]) -> SweepReport | None:
@@ -114,8 +163,8 @@ def _coverage(finished: Sequence[tuple[Cell, Path]], rows: Sequence[TableRow]) -
 
 def _model_coverage(model: str, cells: list[tuple[Cell, Path, TableRow]]) -> CoverageData:
     _, path, _ = max(cells, key=lambda c: c[2].flops_per_problem_mean)
-    samples = [sample_correctness(line) for line in read_results(path)]
-    if samples and all(samples):
+    samples = cell_sample_correctness(path)
+    if samples:
         k, coverage = coverage_curve(samples)
         data = CoverageData(model, "coverage", k.tolist(), coverage.tolist())
     else:
