@@ -314,6 +314,22 @@ SCRIPTED_SERVE = ["--set", "generator.backend=scripted", "--set", "generator.kwa
                   "--set", "search.params.beam_width=2", "--set", "search.params.expansion_factor=2"]
 
 
+def listening_addresses(pid: int) -> set[str]:
+    """The IPs on which the process ``pid`` and its descendants (its Ray) listen for TCP."""
+    import ray  # noqa: F401 -- puts Ray's vendored psutil on the path
+    import psutil
+
+    root = psutil.Process(pid)
+    found = set()
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            found |= {c.laddr.ip for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            continue
+    assert found, "the server's Ray listens nowhere?"
+    return found
+
+
 @pytest.mark.ray
 @pytest.mark.skipif(not _cli_has_serve(), reason="the CLI has no serve command yet")
 def test_ponder_serve_submit_status_result_cancel_from_the_command_line(tmp_path):
@@ -346,7 +362,8 @@ def test_ponder_serve_submit_status_result_cancel_from_the_command_line(tmp_path
             assert time.monotonic() < deadline, "ponder serve did not come up"
             time.sleep(0.2)
         served = json.loads((state / "serve.json").read_text())
-        assert served["address"].startswith("127.0.0.1:")  # loopback only
+        assert served["address"].startswith("127.0.0.1:") and served["auth_mode"] == "token"
+        assert listening_addresses(server.pid) <= {"127.0.0.1", "::ffff:127.0.0.1"}  # loopback only
         from ponder.tasks.game24 import default_csv_path
 
         csv = str(default_csv_path())

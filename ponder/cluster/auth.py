@@ -1,31 +1,32 @@
-"""Token authentication of the engine's only network surface: Ray's own ports.
+"""The engine's only network surface, Ray's own ports: loopback by default, a token always.
 
 ``ponder serve`` opens no port of its own; clients reach the engine through the
-ports of the Ray it runs on (GCS, raylet, object manager). Ray binds those on
-every interface and has no loopback-only mode, so ponder never serves on a Ray
-that lets a client in without the cluster's token:
+ports of the Ray it runs on (GCS, raylet, object manager, agents, metrics).
 
-- ``ponder serve`` without ``--address`` starts a Ray that advertises only
-  127.0.0.1 and requires Ray's token (``RAY_AUTH_MODE=token``; the token is made
-  in ``~/.ray/auth_token`` on first use);
-- ``ponder serve --address`` joins a cluster elsewhere only if that cluster
-  refuses a wrong token (``require_token_auth``);
+- ``ponder serve`` without ``--address`` starts a Ray on 127.0.0.1 only
+  (``use_loopback``: every Ray port listens on loopback) that also requires Ray's
+  token (``RAY_AUTH_MODE=token``; the token is made in ``~/.ray/auth_token`` on
+  first use), so other users of the machine cannot get in either;
+- ``ponder serve --address`` joins a cluster elsewhere, whose ports listen on the
+  network, only if that cluster refuses a wrong token (``require_token_auth``);
 - a client sends its token (``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``,
   else ``~/.ray/auth_token``), and a missing or wrong one is refused with one
   clear error at once (``check_client``) instead of Ray's "Failed to connect"
   after 20 seconds.
 
-The check is one cheap GCS call (``GetClusterId``) with the token in its gRPC
-metadata; Ray's GCS answers ``UNAUTHENTICATED`` to a missing or wrong token.
+The token check is one cheap GCS call (``GetClusterId``) with the token in its
+gRPC metadata; Ray's GCS answers ``UNAUTHENTICATED`` to a missing or wrong token.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
-from typing import Any
+import sys
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"  # Ray's switch for token authentication
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-machine mode, on 127.0.0.1
 TOKEN_ENV = "RAY_AUTH_TOKEN"  # a token given directly; beats RAY_AUTH_TOKEN_PATH and ~/.ray/auth_token
 PROBE_TIMEOUT_S = 5.0
 TOKEN_HELP = ("Ray reads the token from RAY_AUTH_TOKEN, else the file named by RAY_AUTH_TOKEN_PATH, "
@@ -35,6 +36,32 @@ TOKEN_HELP = ("Ray reads the token from RAY_AUTH_TOKEN, else the file named by R
 
 class TokenRefused(PermissionError):
     """The engine's Ray refused this client's token (missing or wrong)."""
+
+
+def use_loopback() -> None:
+    """Make the Ray this process starts or joins live on 127.0.0.1 only; call before ``ray.init``.
+
+    Ray has no loopback switch (``_node_ip_address="127.0.0.1"`` is turned into the
+    machine's network address). Its single-machine mode, the default on macOS and
+    Windows, takes 127.0.0.1 as the node's address, and then every Ray port listens on
+    loopback only. Ray's child processes inherit the variable; a Ray already imported
+    here gets its constant set too. A client must use it as well to join such a Ray.
+    """
+    os.environ[LOOPBACK_ENV] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` names this machine's loopback interface."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _token_header(token: str | None) -> dict[str, str]:

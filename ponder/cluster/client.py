@@ -12,10 +12,10 @@ From Python::
     client.result(job_id, wait=True)
 
 Without ``--address`` ``ponder serve`` starts a local Ray and keeps it alive in
-the foreground; clients on the same machine join it through 127.0.0.1. The
-engine opens no port of its own; Ray's ports (which Ray binds on every
-interface) require Ray's auth token (``RAY_AUTH_MODE=token``, the token in
-``~/.ray/auth_token``), and there is no dashboard and no Ray client server. With
+the foreground; every port of that Ray listens on 127.0.0.1 only, clients on the
+same machine join it there, and it requires Ray's auth token as well
+(``RAY_AUTH_MODE=token``, the token in ``~/.ray/auth_token``). The engine opens no
+port of its own, and there is no dashboard and no Ray client server. With
 ``--address`` it places the actor on that cluster, which must have token
 authentication on, and returns: the actor is detached and outlives it. A client
 sends its token and gets one clear error (``TokenRefused``) if it is missing or
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ponder.cluster.auth import (AUTH_MODE_ENV, TokenRefused, check_client, gcs_address,  # noqa: F401
-                                 require_token_auth, use_token)
+                                 is_loopback, require_token_auth, use_loopback, use_token)
 from ponder.cluster.serve import ACTOR_NAME, NAMESPACE, SERVE_FILE, EngineService
 
 DEFAULT_STATE_DIR = Path("~/.ponder/serve")
@@ -199,6 +199,8 @@ def _join(address: str | None, state_dir: str | Path | None, token: str | None) 
         raise RuntimeError(f"no ponder engine found: {_serve_file(state_dir)} does not exist and "
                            f"no single Ray runs on this machine ({e}); start one with `ponder "
                            f"serve`, or give --address / --state-dir") from None
+    if is_loopback(gcs):
+        use_loopback()  # a Ray on loopback only takes clients in its single-machine mode
     check_client(gcs, token, source)
     return address
 
@@ -282,10 +284,11 @@ def _serve_ray(config: Any, address: str | None, num_cpus: int | None) -> tuple[
         raise ValueError(f"ponder serve runs only on a Ray with token authentication; unset "
                          f"{AUTH_MODE_ENV} (it is {os.environ[AUTH_MODE_ENV]!r})")
     if address is None:
-        # Token auth is Ray's default for a new local cluster; RAY_AUTH_MODE is unset or token.
-        runtime = connect(config.ray, address=None, num_cpus=num_cpus, namespace=NAMESPACE,
-                          _node_ip_address="127.0.0.1")
-        return runtime, "127.0.0.1:" + runtime.address.rpartition(":")[2]  # clients here: loopback
+        # Every port on 127.0.0.1, and token auth too: Ray's default for a new local cluster
+        # (RAY_AUTH_MODE is unset or token), against the machine's other users.
+        use_loopback()
+        runtime = connect(config.ray, address=None, num_cpus=num_cpus, namespace=NAMESPACE)
+        return runtime, runtime.address
     gcs = gcs_address(address)
     require_token_auth(gcs)  # also turns token mode on here, so this process sends it
     runtime = connect(config.ray, address=gcs, namespace=NAMESPACE)

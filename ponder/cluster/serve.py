@@ -10,8 +10,9 @@ from its checkpoint.
 
 ``ponder serve`` runs it as a named, detached Ray actor (namespace ``ponder``,
 name ``ponder-engine``) and ``PonderClient`` (``ponder submit / status / result /
-cancel``) talks to it. A local Ray started by ``ponder serve`` advertises only
-127.0.0.1 and has no dashboard; the service itself opens no port.
+cancel``) talks to it. A local Ray started by ``ponder serve`` listens only on
+127.0.0.1, requires Ray's token and has no dashboard; the service itself opens
+no port (``ponder.cluster.auth``).
 """
 
 from __future__ import annotations
