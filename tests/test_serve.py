@@ -402,3 +402,17 @@ def test_ponder_serve_submit_status_result_cancel_from_the_command_line(tmp_path
             raise
     assert server.returncode == 0
     assert not (state / "serve.json").exists()
+
+
+@pytest.mark.parametrize("command", ["serve", "submit", "status", "result", "cancel",
+                                     "export-traces", "train-verifier"])
+def test_every_long_horizon_command_documents_its_options(command):
+    from ponder.cluster.cli import build_parser
+
+    parser = build_parser([command])
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    assert sub.description, f"ponder {command} --help has no description"
+    undocumented = [a.option_strings or a.dest for a in sub._actions
+                    if not a.help and a.dest != "help"]
+    assert not undocumented, f"ponder {command} --help leaves undocumented: {undocumented}"
+

@@ -26,30 +26,46 @@ def add_commands(commands: Any, command: str | None) -> None:
                  help=f"the engine's state directory (default {DEFAULT_STATE_DIR})")
     serve = commands.add_parser("serve", help="run the persistent engine (a detached Ray actor)",
                                 description="Start the persistent engine. Without --address: a "
-                                            "local Ray on 127.0.0.1, in the foreground until "
-                                            "Ctrl-C. Unfinished jobs in the state dir resume.")
-    serve.add_argument("--config", "-c", metavar="YAML", default=None)
-    serve.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides")
+                                            "local Ray listening on 127.0.0.1 only, in the "
+                                            "foreground until Ctrl-C. Ray's token is required "
+                                            "either way (RAY_AUTH_MODE=token; clients read it "
+                                            "from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                                            "~/.ray/auth_token). Unfinished jobs in the state "
+                                            "dir resume.")
+    serve.add_argument("--config", "-c", metavar="YAML", default=None,
+                       help="engine config: models, replicas, default search and budget")
+    serve.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                       help="override a config value (dotted key, YAML value); repeatable")
     serve.add_argument("--state-dir", **state)
     serve.add_argument("--address", default=None,
-                       help="join this Ray cluster and return (the actor stays there)")
+                       help="join this Ray cluster (host:port or auto; it must have token "
+                            "auth on) and return; the actor stays there")
     serve.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
-    serve.add_argument("--checkpoint-every-s", type=float, default=30.0)
+    serve.add_argument("--checkpoint-every-s", type=float, default=30.0, metavar="S",
+                       help="seconds between each job's checkpoints (default 30)")
 
-    submit = commands.add_parser("submit", help="submit a file of problems to the engine")
+    submit = commands.add_parser("submit", help="submit a file of problems to the engine",
+                                 description="Submit problems as a job of the engine started by "
+                                             "`ponder serve`; prints the job id.")
     submit.add_argument("file", metavar="FILE", help="JSONL of problems, or a 24.csv")
-    submit.add_argument("--range", metavar="A:B", default=None, dest="range_")
+    submit.add_argument("--range", metavar="A:B", default=None, dest="range_",
+                        help="only problems A..B-1 of the file (0-based)")
     submit.add_argument("--budget", type=float, default=None, metavar="FLOPS",
                         help="the job's FLOP cap (default: the engine config's)")
-    submit.add_argument("--budget-per-problem", type=float, default=None, metavar="FLOPS")
-    submit.add_argument("--strategy", default=None)
+    submit.add_argument("--budget-per-problem", type=float, default=None, metavar="FLOPS",
+                        help="each problem's FLOP cap (default: the engine config's)")
+    submit.add_argument("--strategy", default=None,
+                        help="search strategy, e.g. best_of_n, beam, mcts (default: the "
+                             "engine config's)")
     submit.add_argument("--param", metavar="KEY=VALUE", action="append", default=[],
                         help="a search parameter (YAML value), repeatable")
     for name, help_ in (("status", "progress, FLOPs and best answers of a job (or all jobs)"),
                         ("result", "a finished job's summary and answers"),
                         ("cancel", "stop a job and free its reservations")):
-        sub = commands.add_parser(name, help=help_)
-        sub.add_argument("job_id", metavar="ID", nargs="?" if name == "status" else None)
+        sub = commands.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+        sub.add_argument("job_id", metavar="ID", nargs="?" if name == "status" else None,
+                         help="the job id `ponder submit` printed" + (
+                             " (default: list every job)" if name == "status" else ""))
         if name == "result":
             sub.add_argument("--wait", action="store_true", help="block until the job finishes")
     for sub in (submit, *(commands.choices[n] for n in ("status", "result", "cancel"))):
@@ -60,7 +76,8 @@ def add_commands(commands: Any, command: str | None) -> None:
     export = commands.add_parser("export-traces", help="search traces as JSONL + parquet",
                                  description="Flatten the trees.jsonl of run directories under "
                                              "DIR into traces.jsonl and traces.parquet.")
-    export.add_argument("dirs", metavar="DIR", nargs="+")
+    export.add_argument("dirs", metavar="DIR", nargs="+",
+                        help="run directories (or folders of them) holding trees.jsonl")
     export.add_argument("--out", default=None, metavar="DIR", help="default: the first DIR")
 
     train = commands.add_parser("train-verifier", help="fine-tune the embedded verifier on traces",

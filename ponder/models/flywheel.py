@@ -42,13 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="weights to start from (default: the shipped ones)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="where the new weights go (default: runs/flywheel-<timestamp>)")
-    g.add_argument("--steps", type=int, default=300, help="optimizer steps")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (cosine decay)")
+    g.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    g.add_argument("--batch-size", type=int, default=64, help="paths per step (default 64)")
+    g.add_argument("--lr", type=float, default=5e-4,
+                   help="peak learning rate, cosine decay (default 5e-4)")
     g.add_argument("--target", choices=TARGETS, default="correct",
                    help="step target: best descendant outcome, or success rate below the step")
-    g.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    g.add_argument("--seed", type=int, default=0, help="seed of batching and init (default 0)")
 
 
 def _numbers(problem: str) -> tuple[int, ...] | None:
