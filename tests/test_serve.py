@@ -113,6 +113,59 @@ def test_a_restarted_service_resumes_unfinished_jobs(tmp_path):
     assert sorted(r["id"] for r in result["results"]) == sorted(p.problem_id for p in problems)
 
 
+def test_a_restarted_service_redoes_no_finished_problem_and_counts_no_flop_twice(tmp_path):
+    from ponder.cluster.results import read_results
+
+    svc, problems = service(tmp_path, autostart=False, checkpoint_every_s=0)
+    job_id = svc.submit(problems, flops_per_problem=3_000_000, flops_total=15_000_000)
+    runner = svc.runners[job_id]
+    while runner.num_finished < 2:
+        svc._step()
+    assert runner.has_work
+    runner.checkpoint()
+    before = {r["id"]: r for r in read_results(tmp_path / "jobs" / job_id)}
+    svc.pools.shutdown()  # the crash
+    again, _ = service(tmp_path, autostart=False)
+    try:
+        again.start()
+        result = wait_done(again, job_id)
+    finally:
+        again.stop()
+    records = {r["id"]: r for r in result["results"]}
+    assert sorted(records) == sorted(p.problem_id for p in problems)
+    assert all(records[pid] == record for pid, record in before.items())  # not redone
+    assert result["summary"]["total_flops"] == sum(r["flops"] for r in records.values())
+    assert result["summary"]["total_flops"] <= 15_000_000
+    assert all(r["flops"] <= r["budget_flops"] <= 3_000_000 for r in records.values())
+    trees = (tmp_path / "jobs" / job_id / "trees.jsonl").read_text().splitlines()
+    assert len(trees) == len(problems)  # each tree recorded once, across the restart
+
+
+def test_a_broken_checkpoint_fails_its_job_alone_naming_the_file(tmp_path):
+    svc, problems = service(tmp_path, autostart=False, checkpoint_every_s=0)
+    broken, fine = svc.submit(problems[:3]), svc.submit(problems[3:])
+    for _ in range(3):
+        svc._step()
+    for runner in svc.runners.values():
+        runner.checkpoint()
+    svc.pools.shutdown()
+    path = tmp_path / "jobs" / broken / "checkpoint.ponder"
+    path.write_bytes(path.read_bytes()[:-5])  # truncated
+    stray = tmp_path / "jobs" / "stray"
+    stray.mkdir()
+    (stray / "job.json").write_text('{"job_id": "stray", "sta')  # a torn job file
+    again, _ = service(tmp_path, autostart=False)
+    try:
+        status = again.status(broken)
+        assert status["state"] == "failed"
+        assert status["error"].startswith(f"cannot resume: checkpoint {path}: truncated")
+        assert f"{stray / 'job.json'}: not a job file" in again.last_error
+        again.start()
+        assert wait_done(again, fine)["state"] == "done"
+    finally:
+        again.stop()
+
+
 # -- the detached Ray actor and its client ------------------------------------------------
 
 @pytest.fixture(scope="module")

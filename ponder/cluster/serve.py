@@ -94,7 +94,15 @@ class EngineService:
 
     def _load_jobs(self) -> None:
         for path in sorted((self.state_dir / "jobs").glob(f"*/{JOB_FILE}")):
-            job = json.loads(path.read_text())
+            try:
+                job = json.loads(path.read_text())
+                missing = {"job_id", "state", "problems"} - set(job)
+                if missing:
+                    raise KeyError(f"no {', '.join(sorted(missing))}")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                # One unreadable job must not keep the engine (and every other job) down.
+                self.last_error = f"{path}: not a job file, skipped ({type(e).__name__}: {e})"
+                continue
             self.jobs[job["job_id"]] = job
             if job["state"] == "running":
                 try:
