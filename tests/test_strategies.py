@@ -348,3 +348,22 @@ def test_a_tight_problem_cap_stops_search_with_its_best_so_far():
     (answer,) = run_scheduled(scheduler, generator, verifier)
     assert answer.stop_reason == "budget" and answer.trace
     assert budget.spent(strategy.problem_id) <= 3_000_000
+
+
+@pytest.mark.parametrize("num_affordable", [1, 3, 40])
+def test_capped_best_of_n_with_n_1024_scores_every_sample_within_the_cap(num_affordable):
+    generator, verifier = ScriptedGenerator([TRAP]), ScriptedVerifier([TRAP])
+    probe = Scheduler(BudgetManager(), generator.model_spec(), verifier.model_spec())
+    (sample,) = make("best_of_n", n=1024, max_solution_tokens=64).requests()  # at n=1024
+    tokens, cost, _, _ = probe._cost(dataclasses.replace(sample, n=1))
+    per_sample = cost + probe._score_cost_per_sample(tokens)  # one sample generated and scored, worst case
+    cap = num_affordable * per_sample + per_sample // 2
+    budget = BudgetManager(flops_per_problem=cap)
+    scheduler = Scheduler(budget, generator.model_spec(), verifier.model_spec())
+    strategy = make("best_of_n", n=1024, max_solution_tokens=64)
+    scheduler.add(strategy)
+    (answer,) = run_scheduled(scheduler, generator, verifier)
+    assert answer.stop_reason == "done" and answer.answer is not None
+    assert len(strategy.leaves) == num_affordable  # the cap, not n, decided how many
+    assert all(strategy.tree[leaf].scores for leaf in strategy.leaves)  # every sample scored
+    assert budget.spent(strategy.problem_id) <= cap and budget.num_open_reservations == 0
