@@ -174,3 +174,103 @@ def test_resume_keeps_finished_problems(tmp_path):
 def test_resume_needs_an_out_dir(capsys):
     assert main(["solve", "--resume", *SCRIPTED]) == EXIT_USAGE
     assert "--resume needs --out DIR" in capsys.readouterr().err
+
+
+# -- ponder sweep ------------------------------------------------------------------------------
+
+def scripted_sweep_file(tmp_path: Path) -> Path:
+    """A sweep on the scripted fakes of benchmarks/_fakes.py (no model, no Ray), 8 problems."""
+    problems, specs = [], []
+    for i in range(8):  # easy to hard, so coverage grows with samples and the fit has points
+        problems.append({"id": str(i), "problem": f"scripted problem {i}", "answer": str(100 + i)})
+        specs.append({"prompt": f"Q{i}: scripted problem {i}\n", "answer": str(100 + i),
+                      "num_steps": 3, "p_correct": (0.9, 0.6, 0.45, 0.3)[i % 4]})
+    (tmp_path / "problems.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems))
+    fakes = "benchmarks._fakes:"
+    sweep = {
+        "base": {"task": {"name": fakes + "ScriptedQATask"}, "ray": {"mode": "inprocess"},
+                 "generator": {"backend": fakes + "ScriptedLatencyGenerator",
+                               "kwargs": {"problems": specs, "seed": 1}},
+                 "verifier": {"backend": fakes + "ScriptedLatencyVerifier",
+                              "kwargs": {"problems": specs, "seed": 1}}},
+        "problems": str(tmp_path / "problems.jsonl"),
+        "grid": {"strategy": ["best_of_n", "compute_optimal"], "budget": [4e5, 3.2e6]},
+        "strategy_params": {"best_of_n": {"n": 64, "max_solution_tokens": 48},
+                            "compute_optimal": {"num_probe_samples": 4, "max_num_samples": 64,
+                                                "max_solution_tokens": 48, "max_step_tokens": 16}},
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(json.dumps(sweep))  # JSON is YAML
+    return path
+
+
+def test_sweep_help_documents_every_option():
+    proc = ponder("sweep", "--help")
+    assert proc.returncode == 0, proc.stderr
+    for option in ("--config", "--out", "--problems", "--range", "--set", "--keep-going", "--dry-run",
+                   "--analyze-only", "--no-progress", "--debug"):
+        assert option in proc.stdout
+    assert "resum" in proc.stdout  # says how to resume
+
+
+def test_sweep_writes_table_plot_and_fit_and_a_second_run_skips_every_cell(tmp_path):
+    import pandas as pd
+
+    sweep_file, out = scripted_sweep_file(tmp_path), tmp_path / "out"
+    first = ponder("sweep", "-c", str(sweep_file), "-o", str(out), "--no-progress")
+    assert first.returncode == 0, first.stderr
+    for index, cell in enumerate(["best_of_n__flops4e05", "best_of_n__flops3.2e06",
+                                  "compute_optimal__flops4e05", "compute_optimal__flops3.2e06"], 1):
+        assert f"[sweep {index}/4] {cell}: running 8 problems" in first.stderr  # progress per cell
+        assert f"[sweep {index}/4] {cell}: accuracy " in first.stderr
+        assert len(read_results(out / "cells" / cell)) == 8
+    assert "4 cells ran, 0 skipped (done), 0 failed" in first.stdout
+    table = pd.read_csv(out / "table.csv")
+    parquet = pd.read_parquet(out / "table.parquet")
+    assert list(parquet.columns) == list(table.columns) and (parquet["axes"] == "").all()  # no other axis
+    pd.testing.assert_frame_equal(table.drop(columns="axes"), parquet.drop(columns="axes"), check_dtype=False)
+    assert sorted(zip(table.strategy, table.budget)) == [
+        ("best_of_n", 4e5), ("best_of_n", 3.2e6), ("compute_optimal", 4e5), ("compute_optimal", 3.2e6)]
+    assert (table.flops_per_problem_mean <= table.budget).all() and (table.wall_seconds > 0).all()
+    best_of_n = table[table.strategy == "best_of_n"].sort_values("budget")
+    assert best_of_n.accuracy.iloc[1] > best_of_n.accuracy.iloc[0]  # more FLOPs, more solved
+    for name in ("accuracy_vs_flops.png", "coverage.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    (fit,) = json.loads((out / "analysis.json").read_text())["power_law"]
+    assert fit["source"] == "coverage" and fit["fit"]["a"] < 0 and fit["fit"]["b"] < 0, fit
+    assert f"exp({fit['fit']['a']:.3f} * k^{fit['fit']['b']:.3f})" in first.stdout  # the fit, reported
+    results = {cell: (out / "cells" / cell / "results.jsonl").read_text() for cell in table.cell}
+
+    again = ponder("sweep", "-c", str(sweep_file), "-o", str(out), "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("done already, skipped") == 4 and "running" not in again.stderr
+    assert "0 cells ran, 4 skipped (done), 0 failed" in again.stdout
+    assert all((out / "cells" / c / "results.jsonl").read_text() == text for c, text in results.items())
+    assert pd.read_csv(out / "table.csv").equals(table)
+
+    more = ponder("sweep", "-c", str(sweep_file), "-o", str(out), "--no-progress",
+                  "--set", "grid.budget=[4e5, 3.2e6, 1.28e7]")  # a new budget: only its cells run
+    assert more.returncode == 0, more.stderr
+    assert "2 cells ran, 4 skipped (done), 0 failed" in more.stdout
+    assert len(pd.read_csv(out / "table.csv")) == 6
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-c", "missing.yaml"], "cannot read sweep file 'missing.yaml'"),
+    (["-c", "configs/game24.yaml"], "not a sweep file"),
+    (["-c", "configs/sweep_game24_quick.yaml", "--set", "grid.strategy=[bestofn]"],
+     "unknown strategy 'bestofn'; valid: beam, best_of_n"),
+    (["-c", "configs/sweep_game24_quick.yaml", "--set", "grid.budget=[0]"],
+     "budget.flops_per_problem must be positive or null"),
+    (["-c", "configs/sweep_game24_quick.yaml", "--set", "grid.budget=1e9"],
+     "grid.budget must be a non-empty list"),
+    (["-c", "configs/sweep_game24_quick.yaml", "--set", "strategy_params.bestofn.n=4"],
+     "unknown strategy 'bestofn'"),
+    (["-c", "configs/sweep_game24_quick.yaml", "--range", "5000:6000", "--dry-run"],
+     "problem range '5000:6000' selects nothing"),
+])
+def test_sweep_bad_input_is_one_line(args, message):
+    proc = ponder("sweep", *args)
+    assert proc.returncode == EXIT_USAGE and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("ponder sweep: error: ") and message in line, line

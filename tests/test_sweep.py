@@ -184,6 +184,12 @@ def test_base_file_next_to_the_sweep_and_command_line_overrides(tmp_path):
     assert spec.range == "2:4"
     with pytest.raises(SweepError, match="base config 'missing.yaml' not found"):
         load_sweep(data={"base": "missing.yaml", "grid": {"budget": [1]}})
+    # An override of an axis keeps its place (safe_dump wrote budget first), so the cells it
+    # keeps keep their names and results; a new axis goes last.
+    reordered = load_sweep(sweep_file, ["grid.budget=[1e6]", "grid.model=[null]"])
+    assert [c.name for c in expand_grid(reordered)] == ["flops1e06__best_of_n__model-default"]
+    with pytest.raises(SweepError, match="base.yaml' is not a sweep file: it has no grid"):
+        load_sweep(tmp_path / "base.yaml")  # a solve config given to ponder sweep
 
 
 # -- running and resuming ---------------------------------------------------------------------

@@ -114,6 +114,11 @@ def load_sweep(path: str | Path | None = None, overrides: list[str] | tuple[str,
         else:
             base_overrides.append(item)
     unknown = sorted(str(k) for k in raw if k not in SWEEP_KEYS)
+    if unknown and "grid" not in raw:  # a `ponder solve` config given to `ponder sweep`
+        where = repr(str(path)) if path is not None else "the sweep mapping"
+        raise SweepError(f"{where} is not a sweep file: it has no grid and {unknown[0]!r} is not a "
+                         f"sweep key; a sweep file names a base config and a grid (keys: "
+                         f"{', '.join(SWEEP_KEYS)}), e.g. configs/sweep_game24.yaml")
     if unknown:
         raise SweepError(f"unknown sweep key {unknown[0]!r}; valid keys: {', '.join(SWEEP_KEYS)}")
     base = _load_base(raw.get("base"), Path(path).parent if path is not None else None)
@@ -220,9 +225,9 @@ def _apply_sweep_override(raw: dict[str, Any], item: str) -> None:
         holder: dict[str, Any] = {}
         apply_override(holder, f"value={text}")
         key = AXIS_ALIASES.get(axis, axis)
-        for name in [n for n in grid if AXIS_ALIASES.get(str(n), str(n)) == key]:
-            del grid[name]  # the override replaces the axis, however the file spelled it
-        grid[axis] = holder["value"]
+        # The override replaces the axis, however the file spelled it, where it stood (cell order).
+        raw["grid"] = {**{(axis if AXIS_ALIASES.get(str(n), str(n)) == key else n): v
+                          for n, v in grid.items()}, axis: holder["value"]}
     else:
         apply_override(raw, item)
 
