@@ -101,6 +101,35 @@ def test_export_writes_jsonl_and_parquet_that_pandas_loads(tmp_path):
         assert row["depth"] == node.depth
 
 
+@pytest.mark.parametrize("strategy, params", [("beam", {"beam_width": 2, "expansion_factor": 2}),
+                                              ("mcts", {"num_simulations": 8})])
+def test_a_solve_records_every_expanded_node_of_every_problem(tmp_path, strategy, params):
+    from ponder.cluster.engine import run_inprocess as run_job_inprocess
+    from ponder.cluster.results import read_results
+
+    import test_engine
+
+    task, problems, gen, ver = test_engine.scripted_job(num_problems=4, p_correct=0.5)
+    config = test_engine.inprocess_config(strategy, params)
+    run_job_inprocess(config, problems, tmp_path / "run", gen, ver, task=task)
+    results = {r["id"]: r for r in read_results(tmp_path / "run")}
+    info = export_traces([tmp_path / "run"], tmp_path / "out")
+    rows = read_traces(tmp_path / "out" / "traces.parquet")
+    assert info["problems"] == len(problems) and info["rows"] == len(rows)
+    for problem in problems:
+        group = [r for r in rows if r["problem_id"] == problem.problem_id]
+        result = results[problem.problem_id]
+        assert sorted(r["node_id"] for r in group) == list(range(1, result["num_nodes"]))  # all but root
+        assert {(r["final_answer"], r["final_correct"]) for r in group} == {(result["answer"],
+                                                                            result["correct"])}
+        for row in group:
+            if row["terminal"]:
+                assert row["correct"] == task.verify(problem, row["answer"])
+        assert all(r["depth"] >= 1 for r in group) and any(r["step_score"] is not None for r in group)
+    assert {r["model"] for r in rows} == {gen.model_spec().name}
+    assert {r["strategy"] for r in rows} == {strategy}
+
+
 def test_a_problem_recorded_twice_after_a_resume_is_exported_once(tmp_path):
     first, second = Tree("p7", PROBLEM.prompt), solved_tree(beam_width=2, expansion_factor=2)
     first.add_child(0, "half a search")

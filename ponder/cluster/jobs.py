@@ -239,7 +239,8 @@ class JobRunner:
             self.totals.add(record)
             problem = self.problems[answer.problem_id]
             self.traces.record(strategy.tree, problem.problem,
-                               lambda a, p=problem: self.task.verify(p, a))
+                               lambda a, p=problem: self.task.verify(p, a), record.answer,
+                               record.correct)
             if self.on_finish is not None:
                 self.on_finish(record)
 

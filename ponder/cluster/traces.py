@@ -21,6 +21,8 @@ and writes ``traces.jsonl`` and ``traces.parquet``, which ``datasets`` loads wit
   search actually reached from it);
 - ``success_rate``: the share of finished paths below (or at) the node that are
   right, null where ``correct`` is: a soft target, like Monte Carlo PRM labels;
+- ``final_answer``, ``final_correct``: the answer the search returned for the
+  problem and whether it was right (null if unknown), the same on every row of a tree;
 - ``terminal``, ``answer``, ``visits``, ``value``, ``node_id``, ``parent_id``;
 - ``model`` (the generator), ``verifier``, ``strategy``, ``run`` (the run directory).
 """
@@ -42,18 +44,20 @@ ROW_SCHEMA: dict[str, str] = {  # column -> arrow type
     "step_score": "float64", "depth": "int64", "correct": "bool", "success_rate": "float64",
     "terminal": "bool", "answer": "string", "visits": "int64", "value": "float64",
     "node_id": "int64", "parent_id": "int64", "model": "string", "verifier": "string",
-    "strategy": "string", "run": "string",
+    "strategy": "string", "run": "string", "final_answer": "string", "final_correct": "bool",
 }
 
 
 def tree_record(tree: Tree, verify: Callable[[str | None], bool | None], *, problem: str,
-                model: str, verifier: str, strategy: str) -> dict[str, Any]:
+                model: str, verifier: str, strategy: str, final_answer: str | None = None,
+                final_correct: bool | None = None) -> dict[str, Any]:
     """One ``trees.jsonl`` line for a finished tree.
 
     Args:
         tree: the problem's search tree.
         verify: answer -> True/False, or None if unknown (``task.verify`` bound to the problem).
         problem: the problem's text. model, verifier: model names. strategy: the search.
+        final_answer, final_correct: the answer the search returned and its verdict.
 
     Returns:
         A JSON-able dict: the tree's nodes as ``[parent_id, text, score, status, answer,
@@ -71,7 +75,8 @@ def tree_record(tree: Tree, verify: Callable[[str | None], bool | None], *, prob
                 verdicts[node.answer] = verify(node.answer)
     return {"problem_id": tree.problem_id, "problem": problem, "prompt": tree.prompt,
             "delimiter": tree.delimiter, "model": model, "verifier": verifier, "strategy": strategy,
-            "nodes": nodes, "verdicts": verdicts, "no_answer_verdict": terminal_none}
+            "nodes": nodes, "verdicts": verdicts, "no_answer_verdict": terminal_none,
+            "final_answer": final_answer, "final_correct": final_correct}
 
 
 def node_labels(record: dict[str, Any]) -> tuple[list[bool | None], list[float | None]]:
@@ -114,6 +119,7 @@ def record_rows(record: dict[str, Any], run: str = "") -> Iterator[dict[str, Any
             "answer": answer, "visits": visits, "value": value_sum / visits if visits else None,
             "node_id": node_id, "parent_id": parent_id, "model": record["model"],
             "verifier": record["verifier"], "strategy": record["strategy"], "run": run,
+            "final_answer": record.get("final_answer"), "final_correct": record.get("final_correct"),
         }
 
 
@@ -133,10 +139,13 @@ class TraceRecorder:
         self.num_trees = 0
         self._file = open(self.path, "a")
 
-    def record(self, tree: Tree, problem: str, verify: Callable[[str | None], bool | None]) -> None:
-        """Write ``tree`` (finished) with the verdicts ``verify`` gives its answers."""
+    def record(self, tree: Tree, problem: str, verify: Callable[[str | None], bool | None],
+               final_answer: str | None = None, final_correct: bool | None = None) -> None:
+        """Write ``tree`` (finished) with the verdicts ``verify`` gives its answers, and the
+        answer the search returned with its verdict."""
         line = tree_record(tree, verify, problem=problem, model=self.model,
-                           verifier=self.verifier, strategy=self.strategy)
+                           verifier=self.verifier, strategy=self.strategy,
+                           final_answer=final_answer, final_correct=final_correct)
         self._file.write(json.dumps(line) + "\n")
         self._file.flush()
         self.num_trees += 1
