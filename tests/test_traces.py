@@ -238,24 +238,33 @@ def test_flywheel_refuses_traces_of_test_puzzles_only(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
-def test_flywheel_fine_tunes_a_verifier_and_keeps_the_weights_dir_complete(tmp_path):
+def tiny_weights(directory):
+    """A 1-layer generator and its verifier, saved as a weights directory."""
     import torch
 
     from ponder.models import checkpoint
-    from ponder.models.flywheel import fine_tune, training_paths
     from ponder.models.gpt import GPT, GPTConfig
     from ponder.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
     from ponder.models.verifier import ProcessRewardModel
-    from ponder.tasks import game24
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     tokenizer = CharTokenizer(DEFAULT_ALPHABET)
     generator = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16))
-    start = tmp_path / "start"
-    checkpoint.save_model(generator, tokenizer, start, checkpoint.GENERATOR_NAME)
-    checkpoint.save_model(ProcessRewardModel.from_generator(generator), tokenizer, start,
+    checkpoint.save_model(generator, tokenizer, directory, checkpoint.GENERATOR_NAME)
+    checkpoint.save_model(ProcessRewardModel.from_generator(generator), tokenizer, directory,
                           checkpoint.VERIFIER_NAME, {"steps": 1})
+    return directory
+
+
+def test_flywheel_fine_tunes_a_verifier_and_keeps_the_weights_dir_complete(tmp_path):
+    import torch
+
+    from ponder.models import checkpoint
+    from ponder.models.flywheel import fine_tune, training_paths
+    from ponder.tasks import game24
+
+    start = tiny_weights(tmp_path / "start")
     record_game24(tmp_path / "run", game24.train_puzzles()[:3])
     paths, _ = training_paths(read_traces(tmp_path / "run"))
     fine_tune(paths, start, tmp_path / "out", steps=3, batch_size=4, lr=1e-2)
@@ -300,3 +309,28 @@ def test_train_verifier_command_refuses_test_split_traces(tmp_path):
     args = _command_args(["train-verifier", "--traces", str(tmp_path / "run"), "--out", str(tmp_path / "w")])
     with pytest.raises(ValueError, match="no verified finished path of a train puzzle"):
         run(args)
+
+
+def test_train_verifier_command_retrains_on_exported_traces(tmp_path, capsys):
+    import torch
+
+    from ponder.cluster.commands import run
+    from ponder.models import checkpoint
+    from ponder.tasks import game24
+
+    start = tiny_weights(tmp_path / "start")
+    record_game24(tmp_path / "run", game24.train_puzzles()[:2] + game24.puzzles_in_test_split()[:1])
+    assert run(_command_args(["export-traces", str(tmp_path / "run"), "--out", str(tmp_path / "x")])) == 0
+    args = _command_args(["train-verifier", "--traces", str(tmp_path / "x"), "--from", str(start),
+                          "--out", str(tmp_path / "w"), "--steps", "2", "--batch-size", "4",
+                          "--threads", "1"])
+    assert run(args) == 0
+    out = capsys.readouterr().out
+    assert "4 paths from 2 puzzles" in out and "rows of test puzzles (900-999" in out
+    before, _ = checkpoint.load_verifier(start)
+    after, _ = checkpoint.load_verifier(tmp_path / "w")
+    assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(),
+                                                      after.state_dict().values()))
+    info = checkpoint.read_meta(tmp_path / "w", checkpoint.VERIFIER_NAME)["info"]["flywheel"]
+    assert info["traces"] == str(tmp_path / "x") and info["num_paths"] == 4
+
