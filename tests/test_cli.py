@@ -274,3 +274,31 @@ def test_sweep_bad_input_is_one_line(args, message):
     assert proc.returncode == EXIT_USAGE and "Traceback" not in proc.stderr, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("ponder sweep: error: ") and message in line, line
+
+
+@pytest.mark.ray
+def test_sweep_on_a_local_ray_runs_each_cell_once(tmp_path):
+    # The same sweep with the fakes in Ray actors (a local Ray of 2 CPUs that the command
+    # starts and stops itself); the repo root goes on the actors' PYTHONPATH for benchmarks._fakes.
+    import os
+
+    sweep_file, out = scripted_sweep_file(tmp_path), tmp_path / "out"
+    ray_args = ["--set", "ray.mode=ray", "--set", "ray.num_cpus=2", "--set", "generator.num_cpus=0.5",
+                "--set", "verifier.num_cpus=0.5", "--set", f"ray.runtime_env.env_vars.PYTHONPATH={REPO}"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+    def sweep() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ponder.cluster.cli", "sweep", "-c", str(sweep_file),
+                               "-o", str(out), "--no-progress", *ray_args],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    first = sweep()
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "4 cells ran, 0 skipped (done), 0 failed" in first.stdout
+    for name in ("table.csv", "table.parquet", "accuracy_vs_flops.png", "analysis.json"):
+        assert (out / name).is_file()
+    table = (out / "table.csv").read_text()
+    again = sweep()  # every cell done: the same table
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "0 cells ran, 4 skipped (done), 0 failed" in again.stdout
+    assert (out / "table.csv").read_text() == table
