@@ -192,6 +192,27 @@ def test_base_file_next_to_the_sweep_and_command_line_overrides(tmp_path):
         load_sweep(tmp_path / "base.yaml")  # a solve config given to ponder sweep
 
 
+def test_by_budget_params_grow_a_strategy_with_its_budget():
+    spec = load_sweep(data={"base": BASE, "grid": {"strategy": ["beam", "best_of_n"], "budget": ["1e6", 4e6, None]},
+                            "strategy_params": {
+                                "beam": {"expansion_factor": 2, "by_budget": {
+                                    1e6: {"beam_width": 1}, "4_000_000": {"beam_width": 3, "expansion_factor": 4},
+                                    None: {"beam_width": 8}, "1e9": {"beam_width": 99}}},  # 1e9: not in the grid
+                                "best_of_n": {"n": 1024, "by_budget": {"1e6": {"n": 4}}}}})
+    params = {(c.strategy, c.budget): c.config.search.params for c in expand_grid(spec)}
+    assert params[("beam", 1_000_000)] == {"expansion_factor": 2, "beam_width": 1}
+    assert params[("beam", 4_000_000)] == {"expansion_factor": 4, "beam_width": 3}
+    assert params[("beam", None)] == {"expansion_factor": 2, "beam_width": 8}
+    assert params[("best_of_n", 1_000_000)] == {"n": 4}
+    assert params[("best_of_n", 4_000_000)] == params[("best_of_n", None)] == {"n": 1024}
+    with pytest.raises(SweepError, match="strategy_params.beam.by_budget: 'lots' is not a budget"):
+        load_sweep(data={"base": BASE, "grid": {"budget": [1e6]},
+                         "strategy_params": {"beam": {"by_budget": {"lots": {"beam_width": 2}}}}})
+    with pytest.raises(ConfigError, match="sweep cell beam__flops1e06: .*beam_width"):
+        load_sweep(data={"base": BASE, "grid": {"strategy": ["beam"], "budget": [1e6]},
+                         "strategy_params": {"beam": {"by_budget": {1e6: {"beam_width": 0}}}}})
+
+
 # -- running and resuming ---------------------------------------------------------------------
 
 def test_resume_skips_finished_cells_and_reruns_changed_or_missing_ones(tmp_path):

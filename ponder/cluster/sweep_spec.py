@@ -12,11 +12,18 @@
       generator.model_path: [null, path/to/bigger]    # optional
     strategy_params:         # search.params of each strategy's cells
       best_of_n: {n: 256}
+      beam:
+        max_step_tokens: 48
+        by_budget:           # params of one budget's cells (key: a grid budget), over the rest
+          1e9: {beam_width: 1, expansion_factor: 2}
+          1.5e10: {beam_width: 5, expansion_factor: 4}
 
 A grid without a strategy axis runs ``DEFAULT_STRATEGIES`` (best-of-N beside
 compute-optimal, the comparison Snell et al. 2024 make). A cell's ``search.params``
 are the base's if the cell runs the base's strategy, else empty, then updated by
-``strategy_params`` of its strategy; ``search.params.*`` axes win over both.
+``strategy_params`` of its strategy, then by its ``by_budget`` entry for the cell's
+budget (a search that must grow with the budget: a wider beam, more DVTS subtrees);
+``search.params.*`` axes win over all of them.
 """
 
 from __future__ import annotations
@@ -24,18 +31,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ponder.cluster.sweep_names import BUDGET_KEY, MODEL_KEY, STRATEGY_KEY, cell_name, unique_names
 from ponder.config import Config, ConfigError, SearchConfig, apply_override, load_config
 
-STRATEGY_KEY = "search.strategy"
-BUDGET_KEY = "budget.flops_per_problem"
-MODEL_KEY = "generator.model_path"
 AXIS_ALIASES = {"strategy": STRATEGY_KEY, "budget": BUDGET_KEY, "model": MODEL_KEY}  # short -> dotted
 DEFAULT_STRATEGIES = ("best_of_n", "beam", "compute_optimal")
 SWEEP_KEYS = ("base", "set", "problems", "range", "out", "grid", "strategy_params")
@@ -44,6 +48,7 @@ FIXED_SECTIONS = ("task", "output", "ray")  # one value for the whole sweep: not
 # What does not change a cell's results: where it ran and how it was batched and shown.
 UNFINGERPRINTED = ("output", "ray", "engine")
 RESOURCE_FIELDS = ("num_replicas", "num_cpus", "num_gpus", "tensor_parallel_size", "placement")
+BY_BUDGET = "by_budget"  # in strategy_params.<strategy>: budget -> params of that budget's cells
 
 
 class SweepError(ConfigError):
@@ -142,7 +147,7 @@ def expand_grid(spec: SweepSpec) -> list[Cell]:
     """
     keys = list(spec.grid)
     points = [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())]
-    names = _unique_names([_cell_name(axes) for axes in points], points)
+    names = unique_names([cell_name(axes) for axes in points], points)
     cells = []
     for name, axes in zip(names, points):
         try:
@@ -161,6 +166,10 @@ def cell_config_data(spec: SweepSpec, axes: dict[str, Any]) -> dict[str, Any]:
     strategy = axes.get(STRATEGY_KEY, base_strategy)
     params = dict(base_search.get("params") or {}) if strategy == base_strategy else {}
     params.update(spec.strategy_params.get(strategy, {}))
+    by_budget = params.pop(BY_BUDGET, None) or {}
+    if BUDGET_KEY in axes:
+        budget = _budget_number(axes[BUDGET_KEY])
+        params.update(next((v for k, v in by_budget.items() if _budget_number(k) == budget), {}))
     _set_dotted(raw, "search.params", params)
     for key, value in axes.items():
         _set_dotted(raw, key, value)
@@ -269,7 +278,29 @@ def _parse_strategy_params(value: Any) -> dict[str, dict[str, Any]]:
     for name in value:  # one the grid does not run is fine (a --set may narrow the grid); a typo is not
         if name not in known:
             raise SweepError(f"strategy_params.{name}: unknown strategy {name!r}; valid: {', '.join(known)}")
+        _check_by_budget(value[name].get(BY_BUDGET), f"strategy_params.{name}.{BY_BUDGET}")
     return {str(k): dict(v) for k, v in value.items()}
+
+
+def _check_by_budget(value: Any, where: str) -> None:
+    # A budget the grid does not run is fine (a --set may narrow the grid), as above.
+    if value is None:
+        return
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise SweepError(f"{where} must map a budget to a mapping of params, got {value!r}")
+    for key in value:
+        if key is not None and _budget_number(key) is None:
+            raise SweepError(f"{where}: {key!r} is not a budget; give FLOPs (e.g. 1e10) or null")
+
+
+def _budget_number(value: Any) -> float | None:
+    """A budget as a number for matching grid values to ``by_budget`` keys (1e10, "1e10", 10_000_000_000)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(str(value).replace("_", ""))
+    except ValueError:
+        return None
 
 
 def _as_list(value: Any, where: str) -> list[str]:
@@ -295,39 +326,3 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
             node[part] = {}
         node = node[part]
     node[parts[-1]] = copy.deepcopy(value)
-
-
-# -- cell names -----------------------------------------------------------------------------
-
-def _cell_name(axes: dict[str, Any]) -> str:
-    parts = []
-    for key, value in axes.items():
-        if key == STRATEGY_KEY:
-            parts.append(_slug(value))
-        elif key == BUDGET_KEY:
-            parts.append("uncapped" if value is None else "flops" + _short_number(value))
-        elif key == MODEL_KEY:
-            parts.append("model-" + (_slug(Path(str(value).rstrip("/")).name) if value else "default"))
-        else:
-            parts.append(f"{key.split('.')[-1]}-{_slug(value)}")
-    return "__".join(parts)
-
-
-def _short_number(value: Any) -> str:
-    try:
-        number = float(str(value).replace("_", ""))
-    except ValueError:
-        return _slug(value)
-    return f"{number:.3g}".replace("e+", "e").replace("+", "")
-
-
-def _slug(value: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(value)).strip("-") or "none"
-
-
-def _unique_names(names: list[str], points: list[dict[str, Any]]) -> list[str]:
-    # Two model paths with one basename would share a directory: tell them apart by a hash.
-    counts = {name: names.count(name) for name in names}
-    return [name if counts[name] == 1 else
-            f"{name}__{hashlib.sha256(repr(sorted(axes.items())).encode()).hexdigest()[:6]}"
-            for name, axes in zip(names, points)]
