@@ -141,6 +141,24 @@ def test_a_restarted_service_redoes_no_finished_problem_and_counts_no_flop_twice
     assert len(trees) == len(problems)  # each tree recorded once, across the restart
 
 
+def test_a_job_keeps_its_search_and_caps_when_the_engine_restarts_with_another_config(tmp_path):
+    svc, problems = service(tmp_path, autostart=False, checkpoint_every_s=0)
+    job_id = svc.submit(problems[:3])  # the config's defaults: beam, no caps
+    svc._step()
+    svc.pools.shutdown()  # the crash, before any checkpoint
+    task, _, gen, ver = test_engine.scripted_job(num_problems=6)
+    other = test_engine.inprocess_config("mcts", {"num_simulations": 8}, flops_per_problem=1_000)
+    pools = InProcessPools(InProcessPool(gen, "generator"), InProcessPool(ver, "verifier"))
+    again = EngineService(other, tmp_path, pools, task=task)
+    try:
+        result = wait_done(again, job_id)
+    finally:
+        again.stop()
+    assert result["state"] == "done" and result["summary"]["strategy"] == "beam"
+    assert result["summary"]["budget"]["flops_per_problem"] is None
+    assert all(r["answer"] is not None for r in result["results"])
+
+
 def test_a_broken_checkpoint_fails_its_job_alone_naming_the_file(tmp_path):
     svc, problems = service(tmp_path, autostart=False, checkpoint_every_s=0)
     broken, fine = svc.submit(problems[:3]), svc.submit(problems[3:])

@@ -115,10 +115,9 @@ class EngineService:
         config.search.strategy = job.get("strategy") or config.search.strategy
         if job.get("params") is not None:
             config.search.params = dict(job["params"])
-        if job.get("flops_total") is not None:
-            config.budget.flops_total = int(job["flops_total"])
-        if job.get("flops_per_problem") is not None:
-            config.budget.flops_per_problem = int(job["flops_per_problem"])
+        for key in ("flops_total", "flops_per_problem"):  # a pinned job's None is "no cap"
+            if job.get(key) is not None or job.get("pinned"):
+                setattr(config.budget, key, None if job.get(key) is None else int(job[key]))
         problems = [Problem(str(p[0]), p[1], p[2]) for p in job["problems"]]
         return JobRunner(config, self.task, problems, self.specs, self._job_dir(job["job_id"]),
                          request_ids=self.request_ids, resume=resume,
@@ -150,6 +149,10 @@ class EngineService:
             raise ValueError("a job needs at least one problem")
         with self._lock:
             runner = self._runner(job, resume=False)  # raises before anything is saved
+            # Pin the search and caps the job runs with: a restart under another config keeps them.
+            search, budget = runner.config.search, runner.config.budget
+            job.update(strategy=search.strategy, params=dict(search.params), pinned=True,
+                       flops_total=budget.flops_total, flops_per_problem=budget.flops_per_problem)
             self._save_job(job)
             self.jobs[job_id] = job
             self.runners[job_id] = runner
