@@ -3,8 +3,9 @@
 Children of one tree node share a prefix, and a problem's later requests extend
 prefixes it already sent, so a replica that served a problem likely still holds
 its tree in the prefix cache (vLLM prefix caching, the embedded backend's cache).
-``Router`` keeps each problem on its replica unless that replica is busier than
-the least-loaded one by more than ``affinity_margin`` in-flight requests.
+``Router`` sends each batch whole to the replica that served most of its problems
+(their home) unless that replica is busier than the least-loaded one by more than
+``affinity_margin`` in-flight requests, or is busy while another replica is idle.
 No Ray here: replicas are bookkeeping records around opaque actor handles.
 """
 
@@ -54,7 +55,8 @@ class Router:
     Args:
         replicas: every replica of the pool, indexed by ``Replica.index``.
         affinity_margin: extra in-flight requests a batch's home replica may carry over
-            the least-loaded one before the batch goes elsewhere.
+            the least-loaded one before the batch goes elsewhere (never while another
+            free replica has nothing in flight and the home has something).
     """
 
     def __init__(self, replicas: list[Replica], affinity_margin: int):
@@ -88,7 +90,10 @@ class Router:
         least = min(load, key=lambda r: (load[r], r.num_batches, r.index))
         if home_index is not None:
             home = self.replicas[home_index]
-            if home in load and load[home] - load[least] <= self.affinity_margin:
+            # An idle replica beats a busy home: its idle time is lost for good, while
+            # a prefix-cache miss only costs recomputing the prefix.
+            steals = least.num_batches == 0 < home.num_batches
+            if home in load and load[home] - load[least] <= self.affinity_margin and not steals:
                 return home
         return least
 
