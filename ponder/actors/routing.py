@@ -3,9 +3,8 @@
 Children of one tree node share a prefix, and a problem's later requests extend
 prefixes it already sent, so a replica that served a problem likely still holds
 its tree in the prefix cache (vLLM prefix caching, the embedded backend's cache).
-``Router`` sends each batch whole to the replica that served most of its problems
-(their home) unless that replica is busier than the least-loaded one by more than
-``affinity_margin`` in-flight requests, or is busy while another replica is idle.
+``Router`` keeps each problem on its replica unless that replica is busier than
+the least-loaded one by more than ``affinity_margin`` in-flight requests.
 No Ray here: replicas are bookkeeping records around opaque actor handles.
 """
 
@@ -55,8 +54,7 @@ class Router:
     Args:
         replicas: every replica of the pool, indexed by ``Replica.index``.
         affinity_margin: extra in-flight requests a batch's home replica may carry over
-            the least-loaded one before the batch goes elsewhere (never while another
-            free replica has nothing in flight and the home has something).
+            the least-loaded one before the batch goes elsewhere.
     """
 
     def __init__(self, replicas: list[Replica], affinity_margin: int):
@@ -90,10 +88,7 @@ class Router:
         least = min(load, key=lambda r: (load[r], r.num_batches, r.index))
         if home_index is not None:
             home = self.replicas[home_index]
-            # An idle replica beats a busy home: its idle time is lost for good, while
-            # a prefix-cache miss only costs recomputing the prefix.
-            steals = least.num_batches == 0 < home.num_batches
-            if home in load and load[home] - load[least] <= self.affinity_margin and not steals:
+            if home in load and load[home] - load[least] <= self.affinity_margin:
                 return home
         return least
 
