@@ -241,31 +241,6 @@ def test_resume_skips_finished_cells_and_reruns_changed_or_missing_ones(tmp_path
     assert fourth.calls == []
 
 
-def test_new_weights_at_the_same_path_run_the_cells_that_load_them_again(tmp_path):
-    from ponder.cluster.sweep_fingerprint import embedded_weights_dir, weights_signature
-
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    (weights / "verifier.safetensors").write_bytes(b"old verifier")
-    spec = load_sweep(data=sweep_data(), overrides=[f"verifier.model_path={weights}"])
-    out = tmp_path / "sweep"
-    run(spec, out, ScriptedCellRunner())
-    (weights / "verifier.safetensors").write_bytes(b"old verifier")  # rewritten, same bytes: still done
-    same = ScriptedCellRunner()
-    run(spec, out, same)
-    assert same.calls == []
-    (weights / "verifier.safetensors").write_bytes(b"new verifier")  # ponder train wrote new weights
-    retrained = ScriptedCellRunner()
-    run(spec, out, retrained)
-    assert retrained.calls == [c.name for c in expand_grid(spec)]
-    # The embedded backend without a model_path loads the shipped weights: those are what count.
-    shipped = embedded_weights_dir()
-    assert shipped is not None and shipped.name == "weights" and shipped.parent.name == "models"
-    assert weights_signature({"backend": "embedded", "model_path": None}) == weights_signature(
-        {"backend": "embedded", "model_path": str(shipped)}) is not None
-    assert weights_signature({"backend": "vllm", "model_path": "Qwen/Qwen2.5-Math-PRM-7B"}) is None  # a hub id
-
-
 def test_an_interrupted_cell_runs_again_and_the_ones_before_it_do_not(tmp_path):
     spec = load_sweep(data=sweep_data())
     names = [c.name for c in expand_grid(spec)]
