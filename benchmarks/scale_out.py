@@ -14,8 +14,18 @@ The job: PRM beam search (beam width 4, expansion factor 4, 4 levels a tree) on
 same work, so start-up and tail of the job weigh the same at every k). Verifier:
 ``max(1, k // 4)`` replicas of ``ScriptedLatencyVerifier`` at 5 ms a call, enough
 that it never sets the pace (its busy share is printed). Engine settings:
-``max_batch_requests = 8``, ``max_in_flight_batches = 2``; every replica takes
-0.05 logical CPU so that 16 + 4 actors fit a local Ray of 2 CPUs (this box).
+``max_batch_requests = 8``, ``max_in_flight_batches = 3`` (``--max-in-flight``);
+every replica takes 0.05 logical CPU so that 16 + 4 actors fit a local Ray of 2
+CPUs (this box).
+
+Why 3 calls in flight a replica, not the engine's default 2: with 2, a replica
+runs one call while the next waits in its queue, so the driver has one call's
+time (50 ms) to collect a finished call and send a new one. At k = 16 one driver
+process serves 20 actors on 2 shared cores and sometimes takes longer; measured
+(actor-side call logs, 768 problems): replicas then waited for the driver 0.10 s
+each in a 4.5 s job with 2 in flight, 0.015-0.02 s with 3; at k = 1 3 changes
+nothing. Routing sends each batch whole to one replica (``ponder.actors.routing``),
+so every call carries ``max_batch_requests`` requests while work lasts.
 
 Throughput is node expansions (samples added to trees) per wall second of
 ``Engine.run``; efficiency(k) = throughput(k) / (k * throughput(1)), medians over
@@ -31,43 +41,17 @@ from _common import (FAKES, busy_seconds, emit, make_config, median, parser, ray
                      ray_session, role, say, timed_run)
 from _fakes import ScriptedQATask, instant_problems
 
-from ponder.actors.routing import Router, problem_of
-
 GOAL = 0.9
 BATCH_LATENCY_S = 0.05  # every generator call, whatever its size
 VERIFIER_LATENCY_S = 0.005
 BEAM = {"beam_width": 4, "expansion_factor": 4}
 INSTANT_STEPS = 4
-ENGINE = {"max_batch_requests": 8, "max_in_flight_batches": 2}
+ENGINE = {"max_batch_requests": 8, "max_in_flight_batches": 3}  # 3: see the module docstring
 REPLICA_CPUS = 0.05  # logical CPUs per actor: 16 + 4 replicas fit Ray's 2
 PROBLEMS_PER_REPLICA = 48
 
 
-class WholeBatchRouter(Router):
-    """What-if routing: a batch goes whole to one free replica, the home of most of its requests
-    if that one is within the affinity margin of the least-loaded, else the least-loaded."""
-
-    def route(self, batch, free):
-        load = {r: r.num_requests for r in free}
-        least = min(load, key=lambda r: (load[r], r.num_batches, r.index))
-        votes: dict[int, int] = {}  # replica index -> requests of the batch whose home it is
-        for request in batch:
-            home = self._home.get(problem_of(request.prefix_id))
-            if home is not None:
-                votes[home] = votes.get(home, 0) + 1
-        chosen = least
-        if votes:
-            home = self.replicas[max(votes, key=votes.get)]
-            if home in load and load[home] - load[least] <= self.affinity_margin:
-                chosen = home
-        for request in batch:
-            problem = problem_of(request.prefix_id)
-            if problem is not None:
-                self._remember(problem, chosen.index)
-        return {chosen: list(batch)}
-
-
-def config_for(k: int):
+def config_for(k: int, max_in_flight_batches: int = ENGINE["max_in_flight_batches"]):
     """k generator replicas, max(1, k // 4) verifier replicas, on Ray."""
     generator = role(f"{FAKES}:ScriptedLatencyGenerator",
                      {"instant_steps": INSTANT_STEPS, "batch_latency_s": BATCH_LATENCY_S},
@@ -75,18 +59,16 @@ def config_for(k: int):
     verifier = role(f"{FAKES}:ScriptedLatencyVerifier",
                     {"instant": True, "batch_latency_s": VERIFIER_LATENCY_S},
                     num_replicas=max(1, k // 4), num_cpus=REPLICA_CPUS)
-    return make_config("beam", BEAM, generator, verifier, mode="ray", engine=ENGINE)
+    engine = dict(ENGINE, max_in_flight_batches=max_in_flight_batches)
+    return make_config("beam", BEAM, generator, verifier, mode="ray", engine=engine)
 
 
-def measure(k: int, problems_per_replica: int, repeats: int, what_if: str | None = None) -> dict:
+def measure(k: int, problems_per_replica: int, repeats: int, max_in_flight_batches: int) -> dict:
     """Throughput of ``repeats`` jobs with k generator replicas, plus what kept it there."""
     task, problems = ScriptedQATask(), instant_problems(problems_per_replica * k)
     rows = []
-    with ray_engine(config_for(k), task) as engine:
+    with ray_engine(config_for(k, max_in_flight_batches), task) as engine:
         pools = engine.pools()
-        if what_if == "whole-batches":
-            for pool in pools.all():
-                pool._router = WholeBatchRouter(pool._router.replicas, pool._router.affinity_margin)
         timed_run(engine, instant_problems(4 * k))  # warm-up: every replica has served
         for _ in range(repeats):
             gen_before, ver_before = busy_seconds(pools.generator), busy_seconds(pools.verifier)
@@ -111,18 +93,19 @@ def measure(k: int, problems_per_replica: int, repeats: int, what_if: str | None
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--what-if", choices=["whole-batches"], default=None,
-                   help="diagnostic: route batches whole (see the module docstring)")
+    p.add_argument("--max-in-flight", type=int, default=ENGINE["max_in_flight_batches"],
+                   help="engine.max_in_flight_batches (calls in flight a replica)")
     args = p.parse_args()
     ks = (1, 4, 16) if args.quick else (1, 2, 4, 8, 16)
     repeats = args.repeats or (1 if args.quick else 2)
     per_replica = PROBLEMS_PER_REPLICA // 2 if args.quick else PROBLEMS_PER_REPLICA
+    engine = dict(ENGINE, max_in_flight_batches=args.max_in_flight)
     say(f"beam {BEAM}, {per_replica} problems per generator replica, generator calls "
-        f"{BATCH_LATENCY_S * 1000:.0f} ms each, engine {ENGINE}, {repeats} repeat(s) per k")
+        f"{BATCH_LATENCY_S * 1000:.0f} ms each, engine {engine}, {repeats} repeat(s) per k")
     results = {}
     with ray_session(num_cpus=2):
         for k in ks:
-            results[k] = r = measure(k, per_replica, repeats, args.what_if)
+            results[k] = r = measure(k, per_replica, repeats, args.max_in_flight)
             say(f"  k={k:2d}: {r['throughput']:8,.0f} expansions/s in {r['wall_s']:.1f} s "
                 f"(setup {r['setup_s']:.0f} s); generator busy {r['generator_busy']:.0%}, "
                 f"verifier busy {r['verifier_busy']:.0%}, {r['requests_per_call']:.1f} requests "
@@ -146,7 +129,7 @@ def main() -> None:
          requests_per_call={str(k): r["requests_per_call"] for k, r in results.items()},
          driver_cpu={str(k): r["driver_cpu"] for k, r in results.items()},
          batch_latency_s=BATCH_LATENCY_S, problems_per_replica=per_replica, repeats=repeats,
-         what_if=args.what_if, quick=args.quick)
+         max_in_flight_batches=args.max_in_flight, quick=args.quick)
 
 
 if __name__ == "__main__":
