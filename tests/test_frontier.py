@@ -171,3 +171,23 @@ def test_plots_are_png_files(tmp_path):
     coverage = np.exp(-1.5 * k**-0.5)
     data = CoverageData("m", "coverage", k.tolist(), coverage.tolist(), fit_power_law(k, coverage))
     _assert_png(plot_coverage([data], tmp_path / "cov.png"))
+
+
+@pytest.mark.parametrize("low,high,expected", [
+    (1.3e9, 7e9, {"2e9", "3e9", "5e9"}),  # within a decade: minor ticks carry the labels
+    (4e8, 2e10, {"5e8", "1e9", "2e9", "1e10"}),  # two decades: powers of ten, 2 and 5
+    (1e6, 1e11, {"1e7", "1e9"}),  # many decades: powers of ten only
+])
+def test_log_x_axis_is_labelled_on_any_range(low, high, expected):
+    from ponder.cluster.plot import _log_x, _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([low, high], [0, 1])
+    _log_x(ax)
+    fig.canvas.draw()
+    labels = {t.get_text() for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)} - {""}
+    plt.close(fig)
+    assert expected <= labels, labels
+    if high / low > 1e3:
+        assert not any(label[0] in "2345" for label in labels), labels  # no crowded minor labels

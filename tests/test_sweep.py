@@ -241,6 +241,31 @@ def test_resume_skips_finished_cells_and_reruns_changed_or_missing_ones(tmp_path
     assert fourth.calls == []
 
 
+def test_new_weights_at_the_same_path_run_the_cells_that_load_them_again(tmp_path):
+    from ponder.cluster.sweep_fingerprint import embedded_weights_dir, weights_signature
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "verifier.safetensors").write_bytes(b"old verifier")
+    spec = load_sweep(data=sweep_data(), overrides=[f"verifier.model_path={weights}"])
+    out = tmp_path / "sweep"
+    run(spec, out, ScriptedCellRunner())
+    (weights / "verifier.safetensors").write_bytes(b"old verifier")  # rewritten, same bytes: still done
+    same = ScriptedCellRunner()
+    run(spec, out, same)
+    assert same.calls == []
+    (weights / "verifier.safetensors").write_bytes(b"new verifier")  # ponder train wrote new weights
+    retrained = ScriptedCellRunner()
+    run(spec, out, retrained)
+    assert retrained.calls == [c.name for c in expand_grid(spec)]
+    # The embedded backend without a model_path loads the shipped weights: those are what count.
+    shipped = embedded_weights_dir()
+    assert shipped is not None and shipped.name == "weights" and shipped.parent.name == "models"
+    assert weights_signature({"backend": "embedded", "model_path": None}) == weights_signature(
+        {"backend": "embedded", "model_path": str(shipped)}) is not None
+    assert weights_signature({"backend": "vllm", "model_path": "Qwen/Qwen2.5-Math-PRM-7B"}) is None  # a hub id
+
+
 def test_an_interrupted_cell_runs_again_and_the_ones_before_it_do_not(tmp_path):
     spec = load_sweep(data=sweep_data())
     names = [c.name for c in expand_grid(spec)]
@@ -434,6 +459,8 @@ def test_shipped_sweep_configs_load_and_run_compute_optimal_beside_best_of_n(nam
     for strategy in ("best_of_n", "compute_optimal"):
         assert {c.budget for c in cells if c.strategy == strategy} == budgets
     assert all(c.config.search.params for c in cells) and spec.range and spec.out
+    beam = sorted((c.budget, c.config.search.params["beam_width"]) for c in cells if c.strategy == "beam")
+    assert [w for _, w in beam] == sorted(w for _, w in beam) and beam[0][1] < beam[-1][1]  # grows with the cap
 
 
 def test_default_runner_reuses_one_engine_while_the_models_stay_the_same(tmp_path, monkeypatch):

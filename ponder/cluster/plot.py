@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -98,10 +99,23 @@ def plot_coverage(coverage: Sequence, path: str | Path) -> Path:
 
 
 def _log_x(ax) -> None:
-    from matplotlib.ticker import NullFormatter
+    """Log x; label minor ticks too on a short range (within a decade a log axis has no label)."""
+    from matplotlib.ticker import FuncFormatter
 
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
+    low, high = ax.get_xlim()
+    decades = math.log10(high / low) if low > 0 and high > low else 0.0
+    # Which mantissas get a minor label: all within about a decade, 2 and 5 up to two, none past
+    # that (they would overlap), where the powers of ten are labelled enough.
+    shown = range(2, 10) if decades <= 1.2 else (2, 5) if decades <= 2.5 else ()
+
+    def label(value: float, _) -> str:  # 2e9 rather than 2x10^9: short, and as the table writes it
+        exponent = math.floor(math.log10(value) + 1e-9)
+        mantissa = round(value / 10**exponent)
+        return f"{mantissa}e{exponent}" if mantissa == 1 or mantissa in shown else ""
+
+    ax.xaxis.set_major_formatter(FuncFormatter(label))
+    ax.xaxis.set_minor_formatter(FuncFormatter(label))
 
 
 def _save(fig, plt, path: str | Path) -> Path:

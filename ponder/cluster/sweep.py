@@ -3,9 +3,10 @@
 Each cell is one search job (``ponder.cluster.engine``) in ``DIR/cells/<cell>/``:
 ``results.jsonl``, ``summary.json``, ``config.yaml`` as ``ponder solve`` writes them,
 plus ``cell.json`` (the cell's grid point and fingerprint). A cell is done when its
-summary covers every problem and its fingerprint (config and problem ids) is the
-one asked for now, so running the same command again resumes a stopped sweep, and a
-cell whose config changed runs again. Cells that share their models run on one
+summary covers every problem and its fingerprint (config, problem ids and local
+model weights, ``ponder.cluster.sweep_fingerprint``) is the one asked for now, so
+running the same command again resumes a stopped sweep, and a cell whose config or
+weights changed runs again. Cells that share their models run on one
 Engine: Ray and the actors start once, not once per cell.
 
 After the cells, ``ponder.cluster.sweep_report`` writes the table, the frontier, the
@@ -25,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 from ponder.cluster.progress import format_flops
 from ponder.cluster.results import RESULTS_FILE, SUMMARY_FILE
-from ponder.cluster.sweep_spec import Cell, SweepSpec, expand_grid, fingerprint, load_sweep
+from ponder.cluster.sweep_fingerprint import fingerprint
+from ponder.cluster.sweep_spec import Cell, SweepSpec, expand_grid, load_sweep
 from ponder.config import Config
 from ponder.tasks.base import Problem, Task
 

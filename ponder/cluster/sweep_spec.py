@@ -29,7 +29,6 @@ budget (a search that must grow with the budget: a wider beam, more DVTS subtree
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +44,6 @@ DEFAULT_STRATEGIES = ("best_of_n", "beam", "compute_optimal")
 SWEEP_KEYS = ("base", "set", "problems", "range", "out", "grid", "strategy_params")
 LITERAL_KEYS = ("problems", "range", "out")  # strings; an override keeps the text as typed
 FIXED_SECTIONS = ("task", "output", "ray")  # one value for the whole sweep: not a grid axis
-# What does not change a cell's results: where it ran and how it was batched and shown.
-UNFINGERPRINTED = ("output", "ray", "engine")
-RESOURCE_FIELDS = ("num_replicas", "num_cpus", "num_gpus", "tensor_parallel_size", "placement")
 BY_BUDGET = "by_budget"  # in strategy_params.<strategy>: budget -> params of that budget's cells
 
 
@@ -174,19 +170,6 @@ def cell_config_data(spec: SweepSpec, axes: dict[str, Any]) -> dict[str, Any]:
     for key, value in axes.items():
         _set_dotted(raw, key, value)
     return raw
-
-
-def fingerprint(config: Config, problem_ids: list[str]) -> str:
-    """A hash of what decides a cell's results: its config (less where and how it ran) and problems."""
-    data = config.to_dict()
-    for section in UNFINGERPRINTED:
-        data.pop(section, None)
-    for role in ("generator", "verifier"):
-        if data.get(role):
-            for name in RESOURCE_FIELDS:
-                data[role].pop(name, None)
-    text = yaml.safe_dump({"config": data, "problems": list(problem_ids)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # -- parsing ------------------------------------------------------------------------------
