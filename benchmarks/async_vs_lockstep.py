@@ -7,29 +7,50 @@ Both run PRM beam search (beam width 4, expansion factor 4) over the same script
 problems (solutions of 2 to 6 steps, so trees finish at different depths), with
 the same strategy objects and seeds, on the same Ray actors: one generator and one
 verifier replica, scripted fakes whose calls take a fixed time by sleeping
-(``benchmarks/_fakes.py``), like a model whose cost grows with the batch:
+(``benchmarks/_fakes.py``). Two latency models (``--latency``):
 
-    generator call: 5 ms + 2 ms a sample        verifier call: 5 ms + 2 ms a path
+    linear (default, the headline)   generator call: 5 ms + 2 ms a sample
+                                     verifier call:  5 ms + 2 ms a path
+    per-call                         generator call: 50 ms + 0.5 ms a sample
+                                     verifier call:  50 ms + 0.5 ms a path
+
+``linear`` is a compute-bound replica (this repo's embedded CPU backend: time grows
+with the tokens in the batch). ``per-call`` is a memory-bound GPU replica decoding a
+step: each forward pass reads all the weights whatever the batch, so a call on 1 or
+on 100 sequences costs about the same, and what counts is how full calls are.
+Generator and verifier cost the same in both, the case where overlapping them can
+give the most.
 
 - **engine**: ``Engine.run`` (``ponder.cluster.engine``): requests of every tree are
   scheduled as they appear and both replicas work at the same time.
-- **lockstep** (search-and-learn style): each round gathers the requests of every
-  tree, generates for all of them (batches of ``max_batch_requests``, all
-  dispatched at once to the same pool), waits for the last one, then scores all,
-  waits, and hands every result back before the next round (the trees then select).
+- **lockstep** (search-and-learn style, its strongest form: every problem in one
+  round): each round gathers the requests of every tree, generates for all of them
+  (batches of ``max_batch_requests``, all dispatched at once to the same pool),
+  waits for the last one, then scores all, waits, and hands every result back
+  before the next round (the trees then select).
 
 Same search work: every problem must end with the same answer and node count both
 ways (checked and printed). Speedup = lockstep wall / engine wall, per repeat
 (alternating), median over repeats. Busy shares of both replicas (time inside
-calls / wall, from the actors' counters) show where the time went.
+calls / wall, from the actors' counters) and requests a call show where the time went.
 
 What overlap alone can give: lockstep keeps one replica busy at a time, so its
 wall is about G + V (the two replicas' busy seconds); an engine that kept both
 busy all the time would take max(G, V). ``overlap_bound`` = (G + V) / max(G, V),
 from the lockstep run, is that ceiling: 2 when generator and verifier cost the
-same, less otherwise. Beating it would need a lockstep that also waits inside a
-phase (e.g. static batches that last as long as their longest sample), which
-these fakes, whose cost is linear in the batch, do not model.
+same, less otherwise. With one replica a role that serves one call at a time,
+lockstep leaves no other capacity idle: its "wait for the slowest tree" costs
+nothing beyond G + V, so the engine cannot pass the bound (it needs a ramp: the
+verifier waits for the first generations, the generator for the last scores).
+Beyond it would take capacity lockstep leaves idle at its barriers: several
+replicas a role, or a backend that takes new requests while a batch runs
+(continuous batching, which the engine's batch calls do not use today).
+
+``--what-if pack-queued`` (diagnostic): when a replica's slot frees, the pool merges
+the batches queued for it (FIFO) up to ``max_batch_requests`` into one call, instead
+of sending the oldest batch alone. It matters under ``per-call`` costs, where the
+engine's many small batches (a score request a tree, sent as soon as it is ready)
+each pay the full call cost.
 """
 
 from __future__ import annotations
@@ -48,19 +69,24 @@ from ponder.search.strategies.base import Answer, JobContext
 from ponder.search.tree import Tree
 
 GOAL = 2.0
-GENERATOR = {"batch_latency_s": 0.005, "sample_latency_s": 0.002}
-VERIFIER = {"batch_latency_s": 0.005, "path_latency_s": 0.002}
+LATENCY = {  # model -> (generator fake kwargs, verifier fake kwargs); see the module docstring
+    "linear": ({"batch_latency_s": 0.005, "sample_latency_s": 0.002},
+               {"batch_latency_s": 0.005, "path_latency_s": 0.002}),
+    "per-call": ({"batch_latency_s": 0.05, "sample_latency_s": 0.0005},
+                 {"batch_latency_s": 0.05, "path_latency_s": 0.0005}),
+}
 BEAM = {"beam_width": 4, "expansion_factor": 4}
 ENGINE = {"max_batch_requests": 32, "max_in_flight_batches": 2}
 MIN_STEPS, MAX_STEPS = 2, 6
 SEED = 7
 
 
-def config_for(specs: list[dict]):
+def config_for(specs: list[dict], latency: str = "linear"):
     """One generator and one verifier replica of the latency fakes, knowing ``specs``."""
-    generator = role(f"{FAKES}:ScriptedLatencyGenerator", {**GENERATOR, "problems": specs, "seed": 1},
+    gen_latency, ver_latency = LATENCY[latency]
+    generator = role(f"{FAKES}:ScriptedLatencyGenerator", {**gen_latency, "problems": specs, "seed": 1},
                      num_cpus=0.5)
-    verifier = role(f"{FAKES}:ScriptedLatencyVerifier", {**VERIFIER, "problems": specs, "seed": 1},
+    verifier = role(f"{FAKES}:ScriptedLatencyVerifier", {**ver_latency, "problems": specs, "seed": 1},
                     num_cpus=0.5)
     return make_config("beam", BEAM, generator, verifier, mode="ray", engine=ENGINE, seed=SEED)
 
@@ -105,6 +131,31 @@ def run_phase(pools, pool, requests: list[Request], batch_size: int) -> dict[int
     return results
 
 
+def pack_queued(pool, max_requests: int) -> None:
+    """What-if (diagnostic): ``pool`` merges its queued batches, FIFO, up to ``max_requests`` a call."""
+    def pump() -> None:
+        while pool._queue:
+            free = [r for r in pool._replicas if pool._free(r)]
+            if not free:
+                return
+            batch = pool._queue.popleft()
+            while pool._queue and len(batch) + len(pool._queue[0]) <= max_requests:
+                batch += pool._queue.popleft()
+            for replica, requests in pool._router.route(batch, free).items():
+                pool._send(replica, requests)
+    pool._pump = pump
+
+
+def counters(pools) -> list[tuple[int, int]]:
+    """(calls, requests answered) of the generator and verifier pools so far."""
+    return [(p.stats()["num_calls"], p.stats()["num_results"]) for p in (pools.generator, pools.verifier)]
+
+
+def per_call(before, after) -> list[float]:
+    """Requests a call of each pool between two ``counters``."""
+    return [(b[1] - a[1]) / max(1, b[0] - a[0]) for a, b in zip(before, after)]
+
+
 def overlap_bound(busy_s: list[float]) -> float:
     """(G + V) / max(G, V) of the replicas' busy seconds: the most that overlap alone can give."""
     return sum(busy_s) / max(max(busy_s), 1e-9)
@@ -117,51 +168,74 @@ def same_work(engine_lines: list[dict], answers: list[Answer]) -> int:
                for a in answers)
 
 
+def one_repeat(engine, problems) -> dict:
+    """The engine's run, then lockstep's, on ``problems``: walls, busy shares, requests a call."""
+    pools = engine.pools()
+    busy = lambda: busy_seconds(pools.generator) + busy_seconds(pools.verifier)  # noqa: E731
+    before, calls_before = busy(), counters(pools)
+    run = timed_run(engine, problems)
+    middle, calls_middle = busy(), counters(pools)
+    lock_wall, answers = lockstep(engine, problems)
+    after, calls_after = busy(), counters(pools)
+    return {"engine_s": run.wall_s, "lockstep_s": lock_wall,
+            "speedup": lock_wall / run.wall_s, "differ": same_work(run.lines, answers),
+            "engine_busy": [(m - b) / run.wall_s for b, m in zip(before, middle)],
+            "lockstep_busy": [(a - m) / lock_wall for m, a in zip(middle, after)],
+            "engine_per_call": per_call(calls_before, calls_middle),
+            "lockstep_per_call": per_call(calls_middle, calls_after),
+            "overlap_bound": overlap_bound([a - m for m, a in zip(middle, after)]),
+            "accuracy": run.summary["accuracy"]}
+
+
+def describe(i: int, row: dict) -> str:
+    """One repeat's line."""
+    eb, lb = row["engine_busy"], row["lockstep_busy"]
+    ec, lc = row["engine_per_call"], row["lockstep_per_call"]
+    return (f"  repeat {i + 1}: engine {row['engine_s']:.2f} s (busy: generator {eb[0]:.0%}, verifier "
+            f"{eb[1]:.0%}; requests a call {ec[0]:.1f} / {ec[1]:.1f}), lockstep {row['lockstep_s']:.2f} s "
+            f"({lb[0]:.0%}, {lb[1]:.0%}; {lc[0]:.1f} / {lc[1]:.1f}): {row['speedup']:.2f}x (overlap "
+            f"bound {row['overlap_bound']:.2f}x); problems with different results: {row['differ']}")
+
+
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--latency", choices=sorted(LATENCY), default="linear",
+                   help="latency model of the fakes (see the module docstring)")
+    p.add_argument("--what-if", choices=["pack-queued"], default=None,
+                   help="diagnostic: pools merge queued batches (see the module docstring)")
+    args = p.parse_args()
     num_problems = 32 if args.quick else 64
     repeats = args.repeats or (1 if args.quick else 3)
     problems, specs = scripted_problems(num_problems, MIN_STEPS, MAX_STEPS)
-    say(f"beam {BEAM} on {num_problems} scripted problems ({MIN_STEPS}-{MAX_STEPS} steps), "
-        f"generator {GENERATOR}, verifier {VERIFIER}, engine {ENGINE}, {repeats} repeat(s)")
-    rows = []
-    with ray_session(num_cpus=2), ray_engine(config_for(specs), ScriptedQATask()) as engine:
-        pools = engine.pools()
+    gen_latency, ver_latency = LATENCY[args.latency]
+    say(f"beam {BEAM} on {num_problems} scripted problems ({MIN_STEPS}-{MAX_STEPS} steps), latency "
+        f"{args.latency}: generator {gen_latency}, verifier {ver_latency}, engine {ENGINE}, "
+        f"what-if {args.what_if}, {repeats} repeat(s)")
+    with ray_session(num_cpus=2), ray_engine(config_for(specs, args.latency), ScriptedQATask()) as engine:
+        if args.what_if == "pack-queued":
+            for pool in engine.pools().all():
+                pack_queued(pool, ENGINE["max_batch_requests"])
         timed_run(engine, problems[:4])  # warm-up
         lockstep(engine, problems[:4])
+        rows = []
         for i in range(repeats):
-            before = busy_seconds(pools.generator) + busy_seconds(pools.verifier)
-            run = timed_run(engine, problems)
-            middle = busy_seconds(pools.generator) + busy_seconds(pools.verifier)
-            lock_wall, answers = lockstep(engine, problems)
-            after = busy_seconds(pools.generator) + busy_seconds(pools.verifier)
-            row = {"engine_s": run.wall_s, "lockstep_s": lock_wall,
-                   "speedup": lock_wall / run.wall_s, "differ": same_work(run.lines, answers),
-                   "engine_busy": [(m - b) / run.wall_s for b, m in zip(before, middle)],
-                   "lockstep_busy": [(a - m) / lock_wall for m, a in zip(middle, after)],
-                   "overlap_bound": overlap_bound([a - m for m, a in zip(middle, after)]),
-                   "accuracy": run.summary["accuracy"]}
-            rows.append(row)
-            say(f"  repeat {i + 1}: engine {run.wall_s:.2f} s (generator busy {row['engine_busy'][0]:.0%}, "
-                f"verifier {row['engine_busy'][1]:.0%}), lockstep {lock_wall:.2f} s (generator "
-                f"{row['lockstep_busy'][0]:.0%}, verifier {row['lockstep_busy'][1]:.0%}): "
-                f"{row['speedup']:.2f}x (overlap bound {row['overlap_bound']:.2f}x); problems with "
-                f"different results: {row['differ']}")
-    speedup = median([r["speedup"] for r in rows])
+            rows.append(one_repeat(engine, problems))
+            say(describe(i, rows[-1]))
+    speedup, bound = median([r["speedup"] for r in rows]), median([r["overlap_bound"] for r in rows])
     differ = max(r["differ"] for r in rows)
     say(f"engine {median([r['engine_s'] for r in rows]):.2f} s vs lockstep "
         f"{median([r['lockstep_s'] for r in rows]):.2f} s: {speedup:.2f}x, "
         f"{'meets' if speedup >= GOAL else 'BELOW'} the goal of {GOAL}x; same search work: "
         f"{'yes' if differ == 0 else f'NO ({differ} problems differ)'}")
-    bound = median([r["overlap_bound"] for r in rows])
     say(f"overlap bound (G + V) / max(G, V) = {bound:.2f}x: the engine reaches {speedup / bound:.0%} of it")
+    mid = rows[len(rows) // 2]
     emit("async_vs_lockstep", speedup=speedup, goal=GOAL, same_work=differ == 0,
-         overlap_bound=bound,
-         engine_s=median([r["engine_s"] for r in rows]),
+         overlap_bound=bound, engine_s=median([r["engine_s"] for r in rows]),
          lockstep_s=median([r["lockstep_s"] for r in rows]),
          repeats_speedup=[r["speedup"] for r in rows],
-         engine_busy=rows[len(rows) // 2]["engine_busy"],
-         lockstep_busy=rows[len(rows) // 2]["lockstep_busy"],
+         **{key: mid[key] for key in ("engine_busy", "lockstep_busy", "engine_per_call",
+                                      "lockstep_per_call")},
+         latency=args.latency, what_if=args.what_if,
          accuracy=rows[0]["accuracy"], num_problems=num_problems, quick=args.quick)
 
 
