@@ -323,7 +323,7 @@ def test_train_verifier_command_retrains_on_exported_traces(tmp_path, capsys):
     assert run(_command_args(["export-traces", str(tmp_path / "run"), "--out", str(tmp_path / "x")])) == 0
     args = _command_args(["train-verifier", "--traces", str(tmp_path / "x"), "--from", str(start),
                           "--out", str(tmp_path / "w"), "--steps", "2", "--batch-size", "4",
-                          "--threads", "1"])
+                          "--threads", "1", "--target", "correct"])
     assert run(args) == 0
     out = capsys.readouterr().out
     assert "4 paths from 2 puzzles" in out and "rows of test puzzles (900-999" in out

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 from ponder.models import checkpoint
 from ponder.tasks import game24
 
-TARGETS = ("correct", "success_rate")  # which trace label becomes a step's target
+TARGETS = ("exact", "correct", "success_rate")  # which trace label becomes a step's target
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=64, help="paths per step (default 64)")
     g.add_argument("--lr", type=float, default=5e-4,
                    help="peak learning rate, cosine decay (default 5e-4)")
-    g.add_argument("--target", choices=TARGETS, default="correct",
-                   help="step target: best descendant outcome, or success rate below the step")
+    g.add_argument("--target", choices=TARGETS, default="exact",
+                   help="step target: exact (every expanded node's path, labelled by whether a right "
+                        "answer is still reachable: ponder.models.exact_labels), best descendant outcome "
+                        "(correct), or success rate below the step")
+    g.add_argument("--replay", type=int, default=24,
+                   help="exact target: synthetic paths per traced puzzle mixed in, as ponder train makes "
+                        "them, so the verifier keeps what it knew (0: traces only)")
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     g.add_argument("--seed", type=int, default=0, help="seed of batching and init (default 0)")
 
@@ -62,7 +67,11 @@ def _numbers(problem: str) -> tuple[int, ...] | None:
 
 def training_paths(rows: Iterable[dict[str, Any]], target: str = "correct"
                    ) -> tuple[list[tuple[tuple[int, ...], list[str], list[float]]], Counter]:
-    """Verified finished paths of train puzzles, with one target per step.
+    """Paths of train puzzles from the traces, with one target per step.
+
+    With ``target="exact"`` every expanded node's path is used (where the search went
+    wrong matters most), each step labelled by ``exact_labels.exact_step_labels``; else
+    only verified finished paths, labelled by the trace's outcome columns.
 
     Args:
         rows: exported trace rows (``ponder.cluster.traces``).
@@ -88,6 +97,8 @@ def training_paths(rows: Iterable[dict[str, Any]], target: str = "correct"
             counts["test_split"] += 1  # never train on puzzles 900-999
         else:
             trees.setdefault((row.get("run") or "", row["problem_id"]), {})[row["node_id"]] = row
+    if target == "exact":
+        return _exact_paths(trees, counts), counts
     paths, seen = [], set()
     for nodes in trees.values():
         for row in nodes.values():
@@ -107,6 +118,36 @@ def training_paths(rows: Iterable[dict[str, Any]], target: str = "correct"
             paths.append((numbers, steps, [float(r[target]) for r in chain]))
             counts["paths"] += 1
     return paths, counts
+
+
+def _exact_paths(trees: dict, counts: Counter) -> list:
+    from ponder.models.exact_labels import exact_step_labels
+
+    paths, seen = [], set()
+    for nodes in trees.values():
+        for row in nodes.values():
+            chain = _chain(nodes, row)
+            if chain is None:
+                continue
+            numbers = _numbers(row["problem"])
+            steps = [r["step"] for r in chain]
+            if (numbers, tuple(steps)) not in seen:
+                seen.add((numbers, tuple(steps)))
+                paths.append((numbers, steps, exact_step_labels(numbers, steps)))
+                counts["paths"] += 1
+    return paths
+
+
+def with_replay(paths: list, num_replay: int, seed: int = 0) -> list:
+    """``paths`` plus ``num_replay`` synthetic exactly-labelled paths per puzzle among them."""
+    from ponder.models.exact_labels import labelled_paths
+
+    if num_replay <= 0:
+        return paths
+    puzzles = sorted({numbers for numbers, _, _ in paths})
+    share = num_replay / 24
+    return paths + labelled_paths(puzzles, random.Random(seed), num_walks=round(12 * share),
+                                  num_solutions=round(4 * share), num_corrupt=round(8 * share))
 
 
 def _chain(nodes: dict[int, dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -180,7 +221,11 @@ def run(args: argparse.Namespace) -> int:
                          f"and export their traces")
     positive = sum(t[-1] for _, _, t in paths) / len(paths)
     print(f"[flywheel] {len(paths)} paths from {len({p[0] for p in paths})} puzzles, "
-          f"{positive:.1%} right", flush=True)
+          f"{positive:.1%} ending well", flush=True)
+    if args.target == "exact":
+        paths = with_replay(paths, args.replay, args.seed)
+        print(f"[flywheel] {len(paths)} paths with {args.replay} replayed synthetic paths a puzzle",
+              flush=True)
     out = Path(args.out or Path("runs") / time.strftime("flywheel-%Y%m%d-%H%M%S"))
     weights = fine_tune(paths, args.from_dir, out, args.steps, args.batch_size, args.lr, args.seed,
                         {"traces": str(args.traces), "num_paths": len(paths), "target": args.target})

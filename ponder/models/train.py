@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ponder.models import checkpoint
+from ponder.models import checkpoint, exact_labels
 from ponder.models.data import GeneratorBatcher, VerifierBatcher, generator_texts, step_targets
 from ponder.models.gpt import GPT, GPTConfig
 from ponder.models.rollouts import collect_rollouts, load_rollouts, save_rollouts
@@ -46,7 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--n-embd", type=int, default=128)
     g.add_argument("--random-fraction", type=float, default=0.5,
                    help="share of generator rows that are random valid walks, trained on step results only")
-    g.add_argument("--rollouts", type=int, default=8, help="verifier rollouts per train puzzle")
+    g.add_argument("--labels", choices=("exact", "outcome"), default="exact",
+                   help="verifier step targets: exact (a right answer is still reachable, from the task's "
+                        "solver: ponder.models.exact_labels) or outcome (success rate of the generator's rollouts)")
+    g.add_argument("--synthetic", type=int, default=24,
+                   help="exact labels: synthetic paths per train puzzle (random walks, solutions, near misses)")
+    g.add_argument("--rollouts", type=int, default=None,
+                   help="verifier rollouts per train puzzle (default: 8 with outcome labels, 0 with exact)")
     g.add_argument("--random-prefixes", type=int, default=4,
                    help="per train puzzle: random valid 1-2 step starts the generator continues")
     g.add_argument("--prefix-rollouts", type=int, default=2, help="continuations of each random start")
@@ -134,13 +140,43 @@ def train_generator(args, puzzles) -> tuple[GPT, CharTokenizer]:
 
 def train_verifier(args, generator: GPT, tokenizer: CharTokenizer, puzzles) -> ProcessRewardModel:
     rng = random.Random(args.seed + 1)
+    paths = verifier_paths(args, generator, tokenizer, puzzles, rng)
+    batcher = VerifierBatcher(paths, tokenizer, generator.config.block_size)
+    model = ProcessRewardModel.from_generator(generator)
+    fit(model, lambda: batcher.batch(rng, args.batch_size), args.ver_steps, args.lr / 2, "verifier")
+    return model
+
+
+def num_rollouts(args) -> int:
+    if args.rollouts is not None:
+        return args.rollouts
+    return 8 if args.labels == "outcome" else 0
+
+
+def verifier_paths(args, generator: GPT, tokenizer: CharTokenizer, puzzles, rng: random.Random) -> list:
+    """The verifier's training paths, each with a target per step (see ``--labels``)."""
+    rollouts = verifier_rollouts(args, generator, tokenizer, puzzles) if num_rollouts(args) > 0 else []
+    if args.labels == "outcome":
+        return step_targets(rollouts)
+    start = time.time()
+    share = args.synthetic / 24  # the default mix: 12 walks, 4 solutions, 8 near misses
+    paths = exact_labels.labelled_paths(
+        puzzles, rng, [(r.numbers, r.steps) for r in rollouts], num_walks=round(12 * share),
+        num_solutions=round(4 * share), num_corrupt=round(8 * share))
+    good = sum(sum(labels) for _, _, labels in paths) / max(1, sum(len(lab) for _, _, lab in paths))
+    print(f"[verifier] {len(paths)} paths with exact labels ({good:.1%} of steps good), "
+          f"{time.time() - start:.0f}s", flush=True)
+    return paths
+
+
+def verifier_rollouts(args, generator: GPT, tokenizer: CharTokenizer, puzzles) -> list:
     start = time.time()
     cache = Path(args.rollouts_file) if args.rollouts_file else None
     if cache is not None and cache.exists():
         rollouts = load_rollouts(cache)
         print(f"[rollouts] {len(rollouts)} rollouts read from {cache}", flush=True)
     else:
-        rollouts = collect_rollouts(generator, tokenizer, puzzles, args.rollouts, args.rollout_temperature,
+        rollouts = collect_rollouts(generator, tokenizer, puzzles, num_rollouts(args), args.rollout_temperature,
                                     seed=args.seed, num_random_prefixes=args.random_prefixes,
                                     prefix_rollouts=args.prefix_rollouts, num_corrupt=args.corrupt)
         if cache is not None:
@@ -148,10 +184,7 @@ def train_verifier(args, generator: GPT, tokenizer: CharTokenizer, puzzles) -> P
     num_right = sum(r.correct for r in rollouts)
     print(f"[rollouts] {len(rollouts)} rollouts, {num_right / max(1, len(rollouts)):.1%} right, "
           f"{time.time() - start:.0f}s", flush=True)
-    batcher = VerifierBatcher(step_targets(rollouts), tokenizer, generator.config.block_size)
-    model = ProcessRewardModel.from_generator(generator)
-    fit(model, lambda: batcher.batch(rng, args.batch_size), args.ver_steps, args.lr / 2, "verifier")
-    return model
+    return rollouts
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"[generator] saved to {args.out} after {time.time() - start:.0f}s", flush=True)
     verifier = train_verifier(args, generator, tokenizer, puzzles)
     checkpoint.save_model(verifier, tokenizer, args.out, checkpoint.VERIFIER_NAME,
-                          {**info, "steps": args.ver_steps, "rollouts_per_puzzle": args.rollouts,
+                          {**info, "steps": args.ver_steps, "labels": args.labels, "synthetic": args.synthetic,
+                           "rollouts_per_puzzle": num_rollouts(args),
                            "random_prefixes": args.random_prefixes, "prefix_rollouts": args.prefix_rollouts,
                            "corrupt": args.corrupt, "seconds": round(time.time() - start)})
     print(f"[done] generator and verifier in {Path(args.out)} after {time.time() - start:.0f}s", flush=True)
