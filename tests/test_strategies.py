@@ -138,10 +138,29 @@ def test_beam_keeps_its_width_and_prunes_the_rest():
     pruned = [n for n in tree.nodes if n.status == NodeStatus.PRUNED]
     assert pruned and all(not n.children for n in pruned)
     values = strategy.search.values
-    for level in levels[1:]:  # the beams kept are never worse than a child pruned beside them
+    for level in levels[1:]:  # the beams kept are never worse than a (distinct) child pruned beside them
         depth = tree[next(iter(level))].depth
-        dropped = [values[n.node_id] for n in pruned if n.depth == depth]
+        kept = {(tree[n].parent_id, tree[n].text) for n in level}
+        dropped = [values[n.node_id] for n in pruned
+                   if n.depth == depth and (n.parent_id, n.text) not in kept]
         assert all(min(values[n] for n in level) >= d for d in dropped)
+
+
+def test_beam_drops_duplicate_children_before_filling_its_slots():
+    from ponder.search.strategies.beam import KeepTop
+    from ponder.search.tree import Tree
+
+    class _Search:  # what KeepTop reads of a LevelSearch
+        def __init__(self, tree):
+            self.strategy = type("S", (), {"tree": tree})()
+
+    tree = Tree("p", "prompt")
+    a1, a2, b, c = (tree.add_child(0, t).node_id for t in ("1 + 1 = 2", "1 + 1 = 2", "2 * 2 = 4", "3 - 1 = 2"))
+    values = {a1: 0.9, a2: 0.9, b: 0.5, c: 0.4}
+    _, plain = KeepTop(2, 4)(_Search(tree), [a1, a2, b, c], values)
+    assert list(plain) == [a1, a2]  # the same step twice holds both slots
+    _, unique = KeepTop(2, 4, filter_duplicates=True)(_Search(tree), [a1, a2, b, c], values)
+    assert list(unique) == [a1, b] and sum(unique.values()) == 4
 
 
 def test_beam_lookahead_rolls_out_before_scoring_and_keeps_rollouts_off_the_tree():

@@ -99,6 +99,47 @@ def collect_rollouts(model: GPT, tokenizer: CharTokenizer, puzzles, num_rollouts
     return rollouts
 
 
+def collect_step_samples(model: GPT, tokenizer: CharTokenizer, puzzles, num_samples: int = 4,
+                         temperature: float = 1.0, seed: int = 0, puzzles_per_call: int = 64,
+                         log_every_s: float = 30.0) -> list[tuple[tuple[int, ...], list[str]]]:
+    """The generator's next steps from states search visits: what the verifier must rank.
+
+    From each train puzzle's prompt, from a random valid 1-step and 2-step start, and from
+    a solution's first 3 steps (where the answer line comes next), ``num_samples`` single
+    steps are sampled as search samples them (cut at the step delimiter). Returns
+    ``(numbers, start steps + sampled step)`` pairs, unlabelled (``exact_labels`` labels them).
+    Cheaper than whole rollouts: a step is a quarter of a solution's tokens.
+
+    Raises:
+        AssertionError: if a test puzzle (900-999) is among ``puzzles``.
+    """
+    sampler = BatchGenerator(model, tokenizer, max_cache_tokens=0)
+    rng = random.Random(seed)
+    out: list[tuple[tuple[int, ...], list[str]]] = []
+    last_log = start = time.time()
+    for first in range(0, len(puzzles), puzzles_per_call):
+        starts = []  # (numbers, forced steps)
+        for numbers in puzzles[first:first + puzzles_per_call]:
+            assert_not_test(numbers)
+            numbers = tuple(numbers)
+            starts.append((numbers, []))
+            starts += [(numbers, game24.random_valid_steps(numbers, rng, k)) for k in (1, 2)]
+            sols = game24.solutions(numbers)
+            if sols:
+                starts.append((numbers, list(rng.choice(sols)[:3])))
+        requests = [GenerateRequest(
+            request_id=i, prefix=prompt_for(numbers) + "".join(f + "\n" for f in forced), n=num_samples,
+            max_new_tokens=48, stop=("\n",), temperature=temperature, seed=rng.getrandbits(62))
+            for i, (numbers, forced) in enumerate(starts)]
+        for (numbers, forced), result in zip(starts, sampler.generate(requests)):
+            out += [(numbers, forced + [text]) for text in result.texts if text.strip()]
+        if time.time() - last_log > log_every_s:
+            last_log = time.time()
+            done = min(len(puzzles), first + puzzles_per_call)
+            print(f"[step samples] {done}/{len(puzzles)} puzzles, {last_log - start:.0f}s", flush=True)
+    return out
+
+
 def corrupted_start(numbers, rng: random.Random) -> list[str] | None:
     """A solution's or a random walk's first steps, the last of them made wrong; None if none."""
     if rng.random() < 0.5:

@@ -24,7 +24,7 @@ import torch
 from ponder.models import checkpoint, exact_labels
 from ponder.models.data import GeneratorBatcher, VerifierBatcher, generator_texts, step_targets
 from ponder.models.gpt import GPT, GPTConfig
-from ponder.models.rollouts import collect_rollouts, load_rollouts, save_rollouts
+from ponder.models.rollouts import collect_rollouts, collect_step_samples, load_rollouts, save_rollouts
 from ponder.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
 from ponder.models.verifier import ProcessRewardModel
 from ponder.tasks import game24
@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "solver: ponder.models.exact_labels) or outcome (success rate of the generator's rollouts)")
     g.add_argument("--synthetic", type=int, default=24,
                    help="exact labels: synthetic paths per train puzzle (random walks, solutions, near misses)")
+    g.add_argument("--step-samples", type=int, default=4,
+                   help="exact labels: the generator's sampled next steps per state (4 states a train puzzle: "
+                        "the prompt, random 1- and 2-step starts, a solution's 3 steps); 0: none")
     g.add_argument("--rollouts", type=int, default=None,
                    help="verifier rollouts per train puzzle (default: 8 with outcome labels, 0 with exact)")
     g.add_argument("--random-prefixes", type=int, default=4,
@@ -159,9 +162,14 @@ def verifier_paths(args, generator: GPT, tokenizer: CharTokenizer, puzzles, rng:
     if args.labels == "outcome":
         return step_targets(rollouts)
     start = time.time()
+    sampled = [(r.numbers, r.steps) for r in rollouts]
+    if args.step_samples > 0:
+        sampled += collect_step_samples(generator, tokenizer, puzzles, args.step_samples,
+                                        args.rollout_temperature, seed=args.seed)
+        print(f"[verifier] {len(sampled)} sampled paths, {time.time() - start:.0f}s", flush=True)
     share = args.synthetic / 24  # the default mix: 12 walks, 4 solutions, 8 near misses
     paths = exact_labels.labelled_paths(
-        puzzles, rng, [(r.numbers, r.steps) for r in rollouts], num_walks=round(12 * share),
+        puzzles, rng, sampled, num_walks=round(12 * share),
         num_solutions=round(4 * share), num_corrupt=round(8 * share))
     good = sum(sum(labels) for _, _, labels in paths) / max(1, sum(len(lab) for _, _, lab in paths))
     print(f"[verifier] {len(paths)} paths with exact labels ({good:.1%} of steps good), "
@@ -205,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     verifier = train_verifier(args, generator, tokenizer, puzzles)
     checkpoint.save_model(verifier, tokenizer, args.out, checkpoint.VERIFIER_NAME,
                           {**info, "steps": args.ver_steps, "labels": args.labels, "synthetic": args.synthetic,
+                           "step_samples": args.step_samples,
                            "rollouts_per_puzzle": num_rollouts(args),
                            "random_prefixes": args.random_prefixes, "prefix_rollouts": args.prefix_rollouts,
                            "corrupt": args.corrupt, "seconds": round(time.time() - start)})

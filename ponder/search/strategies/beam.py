@@ -35,6 +35,7 @@ class BeamParams(StrategyParams):
     lookahead_temperature: float = 0.0  # sampling temperature of rollout steps
     agg: str = "last"  # step-score aggregation ranking paths: min | prod | last | mean
     selection: str = "weighted"  # final answer: weighted | majority | best over finished paths
+    filter_duplicates: bool = True  # a child whose step repeats a kept sibling's takes no beam slot
 
     def validate(self) -> None:
         StrategyParams.validate(self)
@@ -59,15 +60,22 @@ class KeepTop:
         rank_terminals: if False (beam search), every finished child is collected and
             the best unfinished ones survive; if True (DVTS), finished children compete
             for the ``width`` slots and only those kept are collected.
+        filter_duplicates: if True, a child with the same parent and step text as a
+            better one is dropped before the slots are filled (search-and-learn's
+            ``filter_duplicates``): at temperature 1 a small policy repeats its favourite
+            step often, and duplicate beams grow the same subtree twice.
     """
 
     width: int
     samples_per_level: int
     rank_terminals: bool = False
+    filter_duplicates: bool = False
 
     def __call__(self, search: LevelSearch, children: list[int],
                  values: dict[int, float]) -> tuple[list[int], dict[int, int]]:
         tree = search.strategy.tree
+        if self.filter_duplicates:
+            children = _unique(tree, ranked(children, values))
         if self.rank_terminals:
             kept = ranked(children, values)[: self.width]
             collected = [c for c in kept if tree[c].is_terminal]
@@ -76,6 +84,17 @@ class KeepTop:
             collected = [c for c in children if tree[c].is_terminal]
             live = ranked([c for c in children if not tree[c].is_terminal], values)[: self.width]
         return collected, spread(self.samples_per_level, live)
+
+
+def _unique(tree, children: list[int]) -> list[int]:
+    seen: set[tuple[int, str]] = set()  # (parent_id, step text) already kept
+    out = []
+    for c in children:
+        key = (tree[c].parent_id, tree[c].text.strip())
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
 
 
 @register
@@ -90,7 +109,7 @@ class BeamSearch(LevelStrategy):
         p: BeamParams = self.params
         samples = p.beam_width * p.expansion_factor
         self.search = LevelSearch(
-            self, start_id=0, first_width=samples, select=KeepTop(p.beam_width, samples),
+            self, start_id=0, first_width=samples, select=KeepTop(p.beam_width, samples, filter_duplicates=p.filter_duplicates),
             agg=p.agg, seed=self.seed_for(), num_terminals=p.num_terminals or p.beam_width,
             lookahead=p.lookahead, lookahead_temperature=p.lookahead_temperature)
 
