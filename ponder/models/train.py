@@ -2,10 +2,12 @@
 
 1. Generator: next-token loss on step-by-step solutions of the Game-of-24 train
    puzzles (every puzzle of 24.csv except the test split 900-999).
-2. Rollouts: the trained generator samples paths on the train puzzles; each is
-   labelled by whether its final answer is right.
-3. Verifier: a PRM initialised from the generator's trunk, fitted to the
-   per-step success rates of those rollouts.
+2. Verifier data: the trained generator samples next steps from states of the train
+   puzzles; with random valid walks, solutions and near-miss mistakes, every step is
+   labelled exactly (``--labels exact``, ``ponder.models.exact_labels``: good if a
+   right answer is still reachable). ``--labels outcome`` instead samples whole
+   rollouts and labels each step by the success rate of the rollouts through it.
+3. Verifier: a PRM initialised from the generator's trunk, fitted to those labels.
 The weights and their json configs go to ``--out`` (default: the shipped weights dir).
 
 Run as ``ponder train`` or ``python -m ponder.models.train``.
