@@ -1,6 +1,6 @@
 """Scale-out: throughput with k generator replicas over k times one replica's, when replicas set the pace.
 
-    python benchmarks/scale_out.py            # k = 1, 2, 4, 8, 16, 2 repeats each (~4 min)
+    python benchmarks/scale_out.py            # k = 1, 2, 4, 8, 16, 2 repeats each (~2-3 min)
     python benchmarks/scale_out.py --quick    # k = 1, 4, 16, 1 repeat (~1 min)
 
 Every generator replica is a ``ScriptedLatencyGenerator`` (benchmarks/_fakes.py):
@@ -24,18 +24,30 @@ time (50 ms) to collect a finished call and send a new one. At k = 16 one driver
 process serves 20 actors on 2 shared cores and sometimes takes longer; measured
 (actor-side call logs, 768 problems): replicas then waited for the driver 0.10 s
 each in a 4.5 s job with 2 in flight, 0.015-0.02 s with 3; at k = 1 3 changes
-nothing. Routing sends each batch whole to one replica (``ponder.actors.routing``),
-so every call carries ``max_batch_requests`` requests while work lasts.
+nothing. The driver's stalls at k = 16 are full garbage collections of the job's
+trees (3-4 a job, 0.3-0.66 s together) and other processes taking its core; 5 in
+flight was tried on a loaded box (load average 7-12): better in two alternating
+pairs of k = 16 jobs (10.1k-10.8k expansions/s against 8.9k-9.2k), not in two
+full runs (0.891 and 0.753 against 0.764 and 0.884), so 3 stays. Routing sends
+each batch whole to one replica (``ponder.actors.routing``), so every call
+carries ``max_batch_requests`` requests while work lasts.
 
 Throughput is node expansions (samples added to trees) per wall second of
 ``Engine.run``; efficiency(k) = throughput(k) / (k * throughput(1)), medians over
 repeats of the throughputs. Also printed per k: the generator replicas' mean busy
 share (time inside calls / wall, from the actors' own counters), requests per
-call, and the driver's CPU share (if it nears 1, the driver, not the replicas,
-limits throughput).
+call, seconds per call, and the driver's CPU share (if it nears 1, the driver,
+not the replicas, limits throughput). A replica's throughput is its busy share x
+requests a call / seconds a call x samples a request (the same at every k), so
+efficiency = busy-share ratio x requests-a-call ratio x call-time ratio. The first
+two are the engine's (``engine_efficiency`` in the JSON line); the third is the
+replicas' own: the fake sleeps 50 ms and wakes late when the box's CPUs are
+oversubscribed (20 actors, the driver and other people's jobs on 2 cores).
 """
 
 from __future__ import annotations
+
+import os
 
 from _common import (FAKES, busy_seconds, emit, make_config, median, parser, ray_engine,
                      ray_session, role, say, timed_run)
@@ -81,9 +93,10 @@ def measure(k: int, problems_per_replica: int, repeats: int, max_in_flight_batch
             requests = stats["num_results"] - stats_before["num_results"]
             rows.append({"throughput": run.num_expansions / run.wall_s, "wall_s": run.wall_s,
                          "generator_busy": sum(gen_busy) / len(gen_busy) / run.wall_s,
+                         "call_s": sum(gen_busy) / calls if calls else 0.0,
                          "verifier_busy": sum(ver_busy) / len(ver_busy) / run.wall_s,
                          "requests_per_call": requests / calls if calls else 0.0,
-                         "driver_cpu": run.cpu_s / run.wall_s})
+                         "driver_cpu": run.cpu_s / run.wall_s, "load_avg": os.getloadavg()[0]})
         setup_s = engine.setup_seconds
     out = {key: median([r[key] for r in rows]) for key in rows[0]}
     out["repeats"] = [round(r["throughput"]) for r in rows]
@@ -108,18 +121,25 @@ def main() -> None:
             results[k] = r = measure(k, per_replica, repeats, args.max_in_flight)
             say(f"  k={k:2d}: {r['throughput']:8,.0f} expansions/s in {r['wall_s']:.1f} s "
                 f"(setup {r['setup_s']:.0f} s); generator busy {r['generator_busy']:.0%}, "
-                f"verifier busy {r['verifier_busy']:.0%}, {r['requests_per_call']:.1f} requests "
-                f"a call, driver CPU {r['driver_cpu']:.0%}")
+                f"{r['call_s'] * 1000:.1f} ms a call, verifier busy {r['verifier_busy']:.0%}, "
+                f"{r['requests_per_call']:.1f} requests a call, driver CPU {r['driver_cpu']:.0%}, "
+                f"load average {r['load_avg']:.1f}; repeats {r['repeats']}")
     one = results[ks[0]]["throughput"]
     efficiency = {k: r["throughput"] / (k * one) for k, r in results.items()}
-    # A replica's throughput is (busy share) x (requests a call) / (50 ms) x (samples a request),
-    # and the last factor is the same at every k: so the efficiency splits into two causes.
+    # A replica's throughput is (busy share) x (requests a call) / (seconds a call) x (samples a
+    # request), and the last factor is the same at every k: so the efficiency splits into three
+    # causes. Busy share and requests a call are the engine's; seconds a call is the replicas'
+    # own (the fake sleeps 50 ms, longer when the box's CPUs are oversubscribed and it wakes late).
     base = results[ks[0]]
-    say("k  throughput/s  efficiency  = busy share ratio x requests-a-call ratio")
+    say("k  throughput/s  efficiency  = busy share ratio x requests-a-call ratio x call-time ratio"
+        "  (medians, so the product is approximate)")
+    factors = {}
     for k, e in efficiency.items():
-        busy = results[k]["generator_busy"] / base["generator_busy"]
-        fill = results[k]["requests_per_call"] / base["requests_per_call"]
-        say(f"{k:2d}  {results[k]['throughput']:11,.0f}  {e:10.3f}  = {busy:.3f} x {fill:.3f}")
+        factors[k] = f = {"busy": results[k]["generator_busy"] / base["generator_busy"],
+                          "fill": results[k]["requests_per_call"] / base["requests_per_call"],
+                          "call": base["call_s"] / results[k]["call_s"]}
+        say(f"{k:2d}  {results[k]['throughput']:11,.0f}  {e:10.3f}  = {f['busy']:.3f} x "
+            f"{f['fill']:.3f} x {f['call']:.3f}")
     worst = min(efficiency.values())
     say(f"minimum efficiency {worst:.3f}: {'meets' if worst >= GOAL else 'BELOW'} the goal of {GOAL}")
     emit("scale_out", min_efficiency=worst, goal=GOAL,
@@ -128,6 +148,9 @@ def main() -> None:
          generator_busy={str(k): r["generator_busy"] for k, r in results.items()},
          requests_per_call={str(k): r["requests_per_call"] for k, r in results.items()},
          driver_cpu={str(k): r["driver_cpu"] for k, r in results.items()},
+         call_ms={str(k): 1000 * r["call_s"] for k, r in results.items()},
+         engine_efficiency={str(k): f["busy"] * f["fill"] for k, f in factors.items()},
+         load_avg={str(k): r["load_avg"] for k, r in results.items()},
          batch_latency_s=BATCH_LATENCY_S, problems_per_replica=per_replica, repeats=repeats,
          max_in_flight_batches=args.max_in_flight, quick=args.quick)
 
