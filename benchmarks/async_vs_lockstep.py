@@ -1,13 +1,16 @@
 """The engine against a lockstep search loop: the same search, the same replicas, the same batches.
 
-    python benchmarks/async_vs_lockstep.py            # 64 problems, 3 repeats (~3 min)
-    python benchmarks/async_vs_lockstep.py --quick    # 32 problems, 1 repeat (~1 min)
+    python benchmarks/async_vs_lockstep.py            # 4 replicas a role, 256 problems, 3 repeats (~2 min)
+    python benchmarks/async_vs_lockstep.py --quick    # 128 problems, 1 repeat (~40 s)
+    python benchmarks/async_vs_lockstep.py --replicas 1 --lockstep fixed   # the session-1 setting
 
 Both run PRM beam search (beam width 4, expansion factor 4) over the same scripted
 problems (solutions of 2 to 6 steps, so trees finish at different depths), with
-the same strategy objects and seeds, on the same Ray actors: one generator and one
-verifier replica, scripted fakes whose calls take a fixed time by sleeping
-(``benchmarks/_fakes.py``). Two latency models (``--latency``):
+the same strategy objects and seeds, on the same Ray actors: ``--replicas`` N
+generator and N verifier replicas (default 4; 64 problems a replica, 32 with
+``--quick``, so each replica has the same work at every N), scripted fakes whose
+calls take a fixed time by sleeping (``benchmarks/_fakes.py``). Two latency
+models (``--latency``):
 
     linear (default, the headline)   generator call: 5 ms + 2 ms a sample
                                      verifier call:  5 ms + 2 ms a path
@@ -25,9 +28,15 @@ give the most.
   scheduled as they appear and both replicas work at the same time.
 - **lockstep** (search-and-learn style, its strongest form: every problem in one
   round): each round gathers the requests of every tree, generates for all of them
-  (batches of ``max_batch_requests``, all dispatched at once to the same pool),
-  waits for the last one, then scores all, waits, and hands every result back
-  before the next round (the trees then select).
+  (batches all dispatched at once to the same pool, which spreads them over its
+  replicas), waits for the last one, then scores all, waits, and hands every
+  result back before the next round (the trees then select). ``--lockstep``:
+  ``fixed``: batches of ``max_batch_requests``, as the engine's; ``even``
+  (default): the phase's requests in near-equal batches, at least one a replica.
+  With several replicas ``fixed`` leaves replicas idle whenever a phase has fewer
+  batches than replicas (a round's score phase is one request a tree, 16 paths
+  each: 64 trees make 2 batches of 32, heavy ones, for 4 verifier replicas);
+  ``even`` is the stronger lockstep, and the one to beat.
 
 Same search work: every problem must end with the same answer and node count both
 ways (checked and printed). Speedup = lockstep wall / engine wall, per repeat
@@ -46,11 +55,25 @@ Beyond it would take capacity lockstep leaves idle at its barriers: several
 replicas a role, or a backend that takes new requests while a batch runs
 (continuous batching, which the engine's batch calls do not use today).
 
+Why the default is 4 replicas a role and the ``even`` lockstep: the engine is
+meant for several replicas a role, where a lockstep's barriers cost something
+(its phase ends with the last batch; replicas done early wait), and ``even`` is
+the strongest lockstep (no replica sits a phase out for want of a batch). Measured
+(2026-12-01, linear, medians of 3): 1 replica 1.87x (bound 1.99x); 2 replicas
+2.02x against ``fixed``, 1.95x against ``even``; 4 replicas 2.08x and 2.02x
+(2.04, 2.02, 2.00). ``per-call`` with 4 replicas: 1.35x and 1.29x (bound 1.74x):
+the engine's verifier calls carry ~5 requests against lockstep's ~30, and each
+pays the 50 ms.
+
 ``--what-if pack-queued`` (diagnostic): when a replica's slot frees, the pool merges
 the batches queued for it (FIFO) up to ``max_batch_requests`` into one call, instead
 of sending the oldest batch alone. It matters under ``per-call`` costs, where the
 engine's many small batches (a score request a tree, sent as soon as it is ready)
-each pay the full call cost.
+each pay the full call cost. Measured with 4 replicas a role: ``per-call`` 1.35x ->
+1.66x (against ``fixed``), but ``linear`` 2.02x -> 1.92x (against ``even``): one
+slot takes the merged work that other replicas freeing a moment later would have
+shared. So it is not engine behaviour: it pays only where a call's fixed cost
+dominates, and would need to know that (a backend's cost model or a config switch).
 """
 
 from __future__ import annotations
@@ -81,17 +104,18 @@ MIN_STEPS, MAX_STEPS = 2, 6
 SEED = 7
 
 
-def config_for(specs: list[dict], latency: str = "linear"):
-    """One generator and one verifier replica of the latency fakes, knowing ``specs``."""
+def config_for(specs: list[dict], latency: str = "linear", replicas: int = 1):
+    """``replicas`` generator and as many verifier replicas of the latency fakes, knowing ``specs``."""
     gen_latency, ver_latency = LATENCY[latency]
+    cpus = 0.5 / replicas  # logical only (the fakes sleep): every replica fits a Ray of 2 CPUs
     generator = role(f"{FAKES}:ScriptedLatencyGenerator", {**gen_latency, "problems": specs, "seed": 1},
-                     num_cpus=0.5)
+                     num_replicas=replicas, num_cpus=cpus)
     verifier = role(f"{FAKES}:ScriptedLatencyVerifier", {**ver_latency, "problems": specs, "seed": 1},
-                    num_cpus=0.5)
+                    num_replicas=replicas, num_cpus=cpus)
     return make_config("beam", BEAM, generator, verifier, mode="ray", engine=ENGINE, seed=SEED)
 
 
-def lockstep(engine, problems) -> tuple[float, list[Answer]]:
+def lockstep(engine, problems, batching: str = "fixed") -> tuple[float, list[Answer]]:
     """Run the job round by round (generate all, score all, deliver all); wall seconds and answers."""
     config, task, pools = engine.config, engine.task, engine.pools()
     cls = get_strategy(config.search.strategy)
@@ -108,8 +132,9 @@ def lockstep(engine, problems) -> tuple[float, list[Answer]]:
             break
         generate = [r for _, r in asked if isinstance(r, GenerateRequest)]
         score = [r for _, r in asked if not isinstance(r, GenerateRequest)]
-        results = run_phase(pools, pools.generator, generate, config.engine.max_batch_requests)
-        results.update(run_phase(pools, pools.verifier, score, config.engine.max_batch_requests))
+        size = config.engine.max_batch_requests
+        results = run_phase(pools, pools.generator, generate, size, batching)
+        results.update(run_phase(pools, pools.verifier, score, size, batching))
         for strategy, request in asked:
             strategy.on_result(request, results[request.request_id])
     wall = time.perf_counter() - start
@@ -118,10 +143,20 @@ def lockstep(engine, problems) -> tuple[float, list[Answer]]:
     return wall, [s.answer() for s in strategies]
 
 
-def run_phase(pools, pool, requests: list[Request], batch_size: int) -> dict[int, Result]:
-    """Dispatch every request (in batches) to ``pool`` at once; wait for all; request_id -> result."""
-    for i in range(0, len(requests), batch_size):
-        pool.dispatch(requests[i:i + batch_size])
+def run_phase(pools, pool, requests: list[Request], batch_size: int,
+              batching: str = "fixed") -> dict[int, Result]:
+    """Dispatch every request (in batches) to ``pool`` at once; wait for all; request_id -> result.
+
+    ``fixed``: batches of ``batch_size``, the last one short. ``even``: as few near-equal
+    batches as that allows but at least one a replica, so no replica idles through a phase
+    with fewer batches than replicas.
+    """
+    cuts = list(range(0, len(requests), batch_size)) + [len(requests)]
+    if batching == "even" and requests:
+        num_batches = min(len(requests), max(len(cuts) - 1, getattr(pool, "num_replicas", 1)))
+        cuts = [i * len(requests) // num_batches for i in range(num_batches + 1)]
+    for start, end in zip(cuts, cuts[1:]):
+        pool.dispatch(requests[start:end])
     results: dict[int, Result] = {}
     while len(results) < len(requests):
         for result in pools.collect(1.0):
@@ -168,19 +203,21 @@ def same_work(engine_lines: list[dict], answers: list[Answer]) -> int:
                for a in answers)
 
 
-def one_repeat(engine, problems) -> dict:
+def one_repeat(engine, problems, batching: str = "fixed") -> dict:
     """The engine's run, then lockstep's, on ``problems``: walls, busy shares, requests a call."""
     pools = engine.pools()
-    busy = lambda: busy_seconds(pools.generator) + busy_seconds(pools.verifier)  # noqa: E731
+    # Busy seconds of each role, summed over its replicas; a share is of (wall x replicas).
+    busy = lambda: [sum(busy_seconds(pools.generator)), sum(busy_seconds(pools.verifier))]  # noqa: E731
+    replicas = [pools.generator.num_replicas, pools.verifier.num_replicas]
     before, calls_before = busy(), counters(pools)
     run = timed_run(engine, problems)
     middle, calls_middle = busy(), counters(pools)
-    lock_wall, answers = lockstep(engine, problems)
+    lock_wall, answers = lockstep(engine, problems, batching)
     after, calls_after = busy(), counters(pools)
     return {"engine_s": run.wall_s, "lockstep_s": lock_wall,
             "speedup": lock_wall / run.wall_s, "differ": same_work(run.lines, answers),
-            "engine_busy": [(m - b) / run.wall_s for b, m in zip(before, middle)],
-            "lockstep_busy": [(a - m) / lock_wall for m, a in zip(middle, after)],
+            "engine_busy": [(m - b) / run.wall_s / n for b, m, n in zip(before, middle, replicas)],
+            "lockstep_busy": [(a - m) / lock_wall / n for m, a, n in zip(middle, after, replicas)],
             "engine_per_call": per_call(calls_before, calls_middle),
             "lockstep_per_call": per_call(calls_middle, calls_after),
             "overlap_bound": overlap_bound([a - m for m, a in zip(middle, after)]),
@@ -203,23 +240,29 @@ def main() -> None:
                    help="latency model of the fakes (see the module docstring)")
     p.add_argument("--what-if", choices=["pack-queued"], default=None,
                    help="diagnostic: pools merge queued batches (see the module docstring)")
+    p.add_argument("--replicas", type=int, default=4,
+                   help="generator replicas and as many verifier replicas (problems grow with them)")
+    p.add_argument("--lockstep", choices=["fixed", "even"], default="even",
+                   help="lockstep's batches: fixed size, or at least one a replica (see run_phase)")
     args = p.parse_args()
-    num_problems = 32 if args.quick else 64
+    num_problems = (32 if args.quick else 64) * args.replicas
     repeats = args.repeats or (1 if args.quick else 3)
     problems, specs = scripted_problems(num_problems, MIN_STEPS, MAX_STEPS)
     gen_latency, ver_latency = LATENCY[args.latency]
     say(f"beam {BEAM} on {num_problems} scripted problems ({MIN_STEPS}-{MAX_STEPS} steps), latency "
         f"{args.latency}: generator {gen_latency}, verifier {ver_latency}, engine {ENGINE}, "
-        f"what-if {args.what_if}, {repeats} repeat(s)")
-    with ray_session(num_cpus=2), ray_engine(config_for(specs, args.latency), ScriptedQATask()) as engine:
+        f"{args.replicas} replica(s) a role, lockstep batches {args.lockstep}, what-if {args.what_if}, "
+        f"{repeats} repeat(s)")
+    config = config_for(specs, args.latency, args.replicas)
+    with ray_session(num_cpus=2), ray_engine(config, ScriptedQATask()) as engine:
         if args.what_if == "pack-queued":
             for pool in engine.pools().all():
                 pack_queued(pool, ENGINE["max_batch_requests"])
         timed_run(engine, problems[:4])  # warm-up
-        lockstep(engine, problems[:4])
+        lockstep(engine, problems[:4], args.lockstep)
         rows = []
         for i in range(repeats):
-            rows.append(one_repeat(engine, problems))
+            rows.append(one_repeat(engine, problems, args.lockstep))
             say(describe(i, rows[-1]))
     speedup, bound = median([r["speedup"] for r in rows]), median([r["overlap_bound"] for r in rows])
     differ = max(r["differ"] for r in rows)
@@ -235,7 +278,7 @@ def main() -> None:
          repeats_speedup=[r["speedup"] for r in rows],
          **{key: mid[key] for key in ("engine_busy", "lockstep_busy", "engine_per_call",
                                       "lockstep_per_call")},
-         latency=args.latency, what_if=args.what_if,
+         latency=args.latency, replicas=args.replicas, lockstep=args.lockstep, what_if=args.what_if,
          accuracy=rows[0]["accuracy"], num_problems=num_problems, quick=args.quick)
 
 
