@@ -86,9 +86,7 @@ def synthetic_paths(numbers, rng: random.Random, num_walks: int = 6, num_solutio
 
     Random valid walks (mostly into dead ends; an ``Answer:`` line where one reaches
     24, else a wishful one), some of the puzzle's solutions, and near-miss mistakes
-    (``corrupt.corrupt_step``) put into a solution or a walk, cut after the mistake;
-    half of those are in the first step, where search on new puzzles makes most of
-    them (operands the puzzle does not have, ``5 / 5`` with one 5).
+    (``corrupt.corrupt_step``) put into a solution or a walk, cut after the mistake.
     """
     assert_not_test(numbers)
     paths = []
@@ -104,7 +102,7 @@ def synthetic_paths(numbers, rng: random.Random, num_walks: int = 6, num_solutio
         base = rng.choice(sols) if sols and rng.random() < 0.5 else game24.random_trace(numbers, rng)[0]
         if not base:
             continue
-        j = 0 if rng.random() < 0.5 else rng.randrange(len(base))
+        j = rng.randrange(len(base))
         bad = corrupt_step(base[j], rng)
         if bad is not None and bad != base[j]:
             paths.append(list(base[:j]) + [bad])
