@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None, metavar="DIR",
                         help="starting generator + verifier (default: the shipped weights)")
     parser.add_argument("--steps", type=int, default=300, help="verifier fine-tuning steps")
+    parser.add_argument("--before", default=None, metavar="RUN_DIR",
+                        help="reuse this finished solve of --test-range with the starting weights and the "
+                             "same settings as the 'before' figure instead of solving it again")
     parser.add_argument("--set", action="append", default=[], dest="overrides",
                         help="extra config overrides for every solve (KEY=VALUE)")
     args = parser.parse_args(argv)
@@ -82,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     ponder("export-traces", str(out / "train"), "--out", str(out / "traces"))
     ponder("train-verifier", "--traces", str(out / "traces"), "--out", str(out / "weights"),
            "--steps", str(args.steps), *start)
-    before = solve(out / "test_before", args.test_range, common)
+    if args.before:
+        before = json.loads((Path(args.before) / "summary.json").read_text())
+        print(f"  before: {args.before} ({before['num_solved']}/{before['num_verifiable']})", flush=True)
+    else:
+        before = solve(out / "test_before", args.test_range, common)
     after = solve(out / "test_after", args.test_range, common, verifier_path=str(out / "weights"))
 
     report = {"train_range": args.train_range, "test_range": args.test_range,

@@ -471,8 +471,7 @@ def test_scheduling_changes_no_answer_without_a_cap(name):
 
 @pytest.mark.parametrize("name, params", [
     ("best_of_n", {"n": 8, "max_solution_tokens": 48}),
-    # duplicates kept: the scripted problems then all cost about what the probe cost
-    ("beam", {"beam_width": 2, "expansion_factor": 3, "filter_duplicates": False}),
+    ("beam", {"beam_width": 2, "expansion_factor": 3}),
 ])
 def test_real_strategies_stop_at_their_caps(name, params):
     # Probe what one problem spends uncapped, then cap every problem below that.

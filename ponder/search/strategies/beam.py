@@ -35,7 +35,7 @@ class BeamParams(StrategyParams):
     lookahead_temperature: float = 0.0  # sampling temperature of rollout steps
     agg: str = "last"  # step-score aggregation ranking paths: min | prod | last | mean
     selection: str = "weighted"  # final answer: weighted | majority | best over finished paths
-    filter_duplicates: bool = True  # a child whose step repeats a kept sibling's takes no beam slot
+    filter_duplicates: bool = False  # True: a child whose step repeats a kept sibling's takes no beam slot
 
     def validate(self) -> None:
         StrategyParams.validate(self)
