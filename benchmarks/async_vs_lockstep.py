@@ -61,7 +61,8 @@ meant for several replicas a role, where a lockstep's barriers cost something
 the strongest lockstep (no replica sits a phase out for want of a batch). Measured
 (2026-12-01, linear, medians of 3): 1 replica 1.87x (bound 1.99x); 2 replicas
 2.02x against ``fixed``, 1.95x against ``even``; 4 replicas 2.08x and 2.02x
-(2.04, 2.02, 2.00). ``per-call`` with 4 replicas: 1.35x and 1.29x (bound 1.74x):
+(2.04, 2.02, 2.00; a second run of the default: 1.99x), so at the goal within
+noise. ``per-call`` with 4 replicas: 1.35x and 1.29x (bound 1.74x):
 the engine's verifier calls carry ~5 requests against lockstep's ~30, and each
 pays the 50 ms.
 
