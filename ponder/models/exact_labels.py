@@ -24,7 +24,7 @@ from functools import lru_cache
 from ponder.models.corrupt import corrupt_step
 from ponder.models.data import assert_not_test
 from ponder.tasks import game24
-from ponder.tasks.arithmetic import STEP_RE, parse_left
+from ponder.tasks.arith_check import left_of
 
 _TARGET = Fraction(game24.TARGET)
 
@@ -52,16 +52,6 @@ def can_make_24(values) -> bool:
     return _can_make(tuple(sorted(Fraction(v) for v in values)))
 
 
-def _left_of(step: str) -> list[Fraction] | None:
-    match = STEP_RE.match(step)
-    if match is None:
-        return None
-    try:
-        return parse_left(match.group(5))
-    except ValueError:
-        return None
-
-
 def exact_step_labels(numbers, steps: list[str]) -> list[float]:
     """Per step of a path on puzzle ``numbers``: 1.0 if a right answer is still reachable, else 0.0.
 
@@ -74,7 +64,7 @@ def exact_step_labels(numbers, steps: list[str]) -> list[float]:
         if alive:
             alive = game24.check_step(numbers, steps[:j + 1])
         if alive and not game24.is_terminal(step):
-            left = _left_of(step)
+            left = left_of(step)
             alive = left is not None and can_make_24(left)
         labels.append(1.0 if alive else 0.0)
     return labels

@@ -83,13 +83,18 @@ def check_arith_step(inputs: Sequence[int], steps: Sequence[str], target: Fracti
     return +remaining == Counter(left)
 
 
-def _left_before(inputs: Sequence[int], steps: Sequence[str]) -> list[Fraction] | None:
-    if len(steps) == 1:
-        return [Fraction(n) for n in inputs]
-    match = STEP_RE.match(steps[-2])
+def left_of(step: str) -> list[Fraction] | None:
+    """The numbers of an operation step's ``left:`` list; None if ``step`` does not parse as one."""
+    match = STEP_RE.match(step)
     if match is None:
         return None
     try:
         return parse_left(match.group(5))
     except ValueError:
         return None
+
+
+def _left_before(inputs: Sequence[int], steps: Sequence[str]) -> list[Fraction] | None:
+    if len(steps) == 1:
+        return [Fraction(n) for n in inputs]
+    return left_of(steps[-2])
