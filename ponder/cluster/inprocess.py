@@ -101,10 +101,16 @@ def build_inprocess_pools(generator_config: Any, verifier_config: Any | None) ->
     Raises:
         ValueError: unknown backend. ImportError: its module or a dependency is missing.
     """
+    import sys
+
     from ponder.actors.factory import build_backend, spec_from_config
 
-    def pool(cfg: Any, role: str) -> InProcessPool:
-        return InProcessPool(build_backend(spec_from_config(cfg), role), role)
-
-    verifier = None if verifier_config is None else pool(verifier_config, "verifier")
-    return InProcessPools(pool(generator_config, "generator"), verifier)
+    specs = {"generator": spec_from_config(generator_config)}
+    if verifier_config is not None:
+        specs["verifier"] = spec_from_config(verifier_config)
+    pools = {role: InProcessPool(build_backend(spec, role), role) for role, spec in specs.items()}
+    torch = sys.modules.get("torch")
+    if torch is not None:  # the roles take turns in this process: threads as a replica would have
+        # (torch's default is every core: two in-process jobs on one box then fight for them)
+        torch.set_num_threads(max(spec.num_threads for spec in specs.values()))
+    return InProcessPools(pools["generator"], pools.get("verifier"))
