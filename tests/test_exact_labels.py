@@ -77,5 +77,6 @@ def test_flywheel_exact_target_labels_every_expanded_node(tmp_path):
     by_last = {steps[-1]: labels for numbers, steps, labels in paths if numbers == paths[0][0]}
     assert by_last["Answer: 1 + 1 = 24"] == [1.0, 1.0, 1.0, 0.0]
     assert [len(labels) for labels in by_last.values()].count(1) == 1  # the first step alone too
-    mixed = with_replay(paths, 8)
-    assert len(mixed) > len(paths) and {n for n, _, _ in mixed} == {n for n, _, _ in paths}
+    others = [tuple(game24.parse_numbers(p.problem)) for p in game24.train_puzzles()[10:13]]
+    mixed = with_replay(paths, 8, puzzles=others)
+    assert len(mixed) > len(paths) and {n for n, _, _ in mixed} == {n for n, _, _ in paths} | set(others)
