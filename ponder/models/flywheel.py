@@ -235,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
               flush=True)
     out = Path(args.out or Path("runs") / time.strftime("flywheel-%Y%m%d-%H%M%S"))
     weights = fine_tune(paths, args.from_dir, out, args.steps, args.batch_size, args.lr, args.seed,
-                        {"traces": str(args.traces), "num_paths": len(paths), "target": args.target})
+                        {"traces": str(args.traces), "num_paths": len(paths), "target": args.target,
+                         "replay_per_train_puzzle": args.replay if args.target == "exact" else 0})
     print(f"[flywheel] verifier saved to {weights} after {time.time() - start:.0f}s; use it with "
           f"--set verifier.model_path={out}", flush=True)
     return 0
