@@ -48,8 +48,10 @@ MIN_FRACTION = 1 / 64  # the search strategies' caps start at this share of best
 def config_for(strategy: str, budget: float | None, model_path: str | None, **params):
     """configs/game24.yaml in process, ``strategy`` as the sweep sets it up (``params`` over it)."""
     data = yaml.safe_load(BASE.read_text())
-    swept = yaml.safe_load(SWEEP.read_text())["strategy_params"].get(strategy)
-    search_params = dict(swept if swept is not None else data["search"]["params"], **params)
+    swept = dict(yaml.safe_load(SWEEP.read_text())["strategy_params"].get(strategy) or {})
+    swept.pop("by_budget", None)  # the sweep's per-grid-budget sizes: this benchmark has its own caps
+    base = dict(data["search"]["params"]) if strategy == data["search"]["strategy"] else {}
+    search_params = {**base, **swept, **params}  # beam keeps game24.yaml's 5 x 4
     data["search"] = {"strategy": strategy, "seed": 0, "params": search_params}
     data["budget"].update(flops_per_problem=budget, flops_total=None)
     for role in ("generator", "verifier"):
