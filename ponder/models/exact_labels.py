@@ -107,21 +107,24 @@ def _wishful_answer(numbers, rng: random.Random) -> str:
     return game24.answer_line(f"(({a} {ops[0]} {b}) {ops[1]} {c}) {ops[2]} {d}")
 
 
-def labelled_paths(puzzles, rng: random.Random, rollout_paths=(), **synthetic) -> list:
-    """``(numbers, steps, labels)`` for ``VerifierBatcher``: rollouts plus synthetic paths, exact labels.
+def labelled_paths(puzzles, rng: random.Random, rollout_paths=(), per_puzzle: int = 24) -> list:
+    """``(numbers, steps, labels)`` for ``VerifierBatcher``: sampled plus synthetic paths, exact labels.
 
     Args:
         puzzles: train puzzles (tuples of 4 ints).
-        rollout_paths: extra ``(numbers, steps)`` pairs, e.g. the generator's rollouts or
+        rollout_paths: extra ``(numbers, steps)`` pairs, e.g. the generator's samples or
             search traces, labelled the same way.
-        synthetic: keyword arguments of ``synthetic_paths``.
+        per_puzzle: synthetic paths per puzzle, split as 12 walks : 4 solutions : 8 near
+            misses (the shipped verifier's mix at 24).
     Raises:
         AssertionError: if a test puzzle is among the inputs.
     """
+    share = per_puzzle / 24
+    mix = {"num_walks": round(12 * share), "num_solutions": round(4 * share), "num_corrupt": round(8 * share)}
     out, seen = [], set()
     pairs = list(rollout_paths)
     for numbers in puzzles:
-        pairs += [(tuple(numbers), p) for p in synthetic_paths(numbers, rng, **synthetic)]
+        pairs += [(tuple(numbers), p) for p in synthetic_paths(numbers, rng, **mix)]
     for numbers, steps in pairs:
         key = (tuple(numbers), tuple(steps))
         if steps and key not in seen:

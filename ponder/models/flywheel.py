@@ -152,9 +152,7 @@ def with_replay(paths: list, num_replay: int, seed: int = 0, puzzles=None) -> li
         return paths
     if puzzles is None:
         puzzles = [tuple(game24.parse_numbers(p.problem)) for p in game24.train_puzzles()]
-    share = num_replay / 24
-    return paths + labelled_paths(puzzles, random.Random(seed), num_walks=round(12 * share),
-                                  num_solutions=round(4 * share), num_corrupt=round(8 * share))
+    return paths + labelled_paths(puzzles, random.Random(seed), per_puzzle=num_replay)
 
 
 def _chain(nodes: dict[int, dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -170,10 +170,7 @@ def verifier_paths(args, generator: GPT, tokenizer: CharTokenizer, puzzles, rng:
         sampled += collect_step_samples(generator, tokenizer, puzzles, args.step_samples,
                                         args.rollout_temperature, seed=args.seed)
         print(f"[verifier] {len(sampled)} sampled paths, {time.time() - start:.0f}s", flush=True)
-    share = args.synthetic / 24  # the default mix: 12 walks, 4 solutions, 8 near misses
-    paths = exact_labels.labelled_paths(
-        puzzles, rng, sampled, num_walks=round(12 * share),
-        num_solutions=round(4 * share), num_corrupt=round(8 * share))
+    paths = exact_labels.labelled_paths(puzzles, rng, sampled, per_puzzle=args.synthetic)
     good = sum(sum(labels) for _, _, labels in paths) / max(1, sum(len(lab) for _, _, lab in paths))
     print(f"[verifier] {len(paths)} paths with exact labels ({good:.1%} of steps good), "
           f"{time.time() - start:.0f}s", flush=True)
