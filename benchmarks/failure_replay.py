@@ -16,16 +16,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ponder.models.exact_labels import can_make_24
+from ponder.models.exact_labels import can_make_24, step_verdicts
 from ponder.tasks import game24
 from ponder.tasks.arith_check import left_of
-
-
-def good(numbers, steps) -> bool:
-    """Every step right and, after an operation step, 24 still reachable."""
-    if not all(game24.check_step(numbers, steps[:k + 1]) for k in range(len(steps))):
-        return False
-    return game24.is_terminal(steps[-1]) or can_make_24(left_of(steps[-1]))
 
 
 def first_failure(numbers, trace) -> str:
@@ -56,7 +49,7 @@ def main(run_dir: Path) -> None:
                 if parent_id < 0:
                     continue
                 paths[node_id] = paths[parent_id] + [text]
-                good_at[len(paths[node_id])] += good(numbers, paths[node_id])
+                good_at[len(paths[node_id])] += step_verdicts(numbers, paths[node_id])[-1] == 1.0
             kind = first_failure(numbers, result["trace"])
             kinds[kind] += 1
             print(f"{tree['problem_id']:>5} {tree['problem']:<12} {kind:<20} good nodes by depth "

@@ -4,26 +4,16 @@ numbers left can still make 24, by depth, on random valid partial paths of the d
 
     python benchmarks/verifier_probe.py [WEIGHTS_DIR]
 """
-import itertools
 import json
 import random
 import sys
-from fractions import Fraction
 import torch
 torch.set_num_threads(1)
 from ponder.actors.backends.embedded import EmbeddedVerifier
 from ponder.search.messages import ScoreRequest
 from ponder.tasks import game24, arithmetic
 from ponder.models.data import prompt_for
-
-def solvable(nums):
-    if len(nums) == 1: return nums[0] == 24
-    for i, j in itertools.permutations(range(len(nums)), 2):
-        rest = [nums[k] for k in range(len(nums)) if k not in (i, j)]
-        a, b = nums[i], nums[j]
-        for v in (a + b, a - b, a * b, a / b if b else None):
-            if v is not None and solvable(rest + [v]): return True
-    return False
+from ponder.models.exact_labels import can_make_24
 
 def auc(pos, neg):
     if not pos or not neg: return float('nan')
@@ -45,7 +35,7 @@ for i in idx:
     for _ in range(6):
         steps = game24.random_valid_steps(nums, rng, rng.choice((1, 2, 3)))
         st = arithmetic.replay(nums, steps)
-        ok = solvable([Fraction(x) for x in st.numbers]) if st else False
+        ok = can_make_24(st.numbers) if st else False
         reqs.append(ScoreRequest(len(reqs), prompt_for(nums), [steps])); meta.append((len(steps), ok))
 res = ver.score(reqs)
 by = {}

@@ -109,7 +109,8 @@ class BeamSearch(LevelStrategy):
         p: BeamParams = self.params
         samples = p.beam_width * p.expansion_factor
         self.search = LevelSearch(
-            self, start_id=0, first_width=samples, select=KeepTop(p.beam_width, samples, filter_duplicates=p.filter_duplicates),
+            self, start_id=0, first_width=samples,
+            select=KeepTop(p.beam_width, samples, filter_duplicates=p.filter_duplicates),
             agg=p.agg, seed=self.seed_for(), num_terminals=p.num_terminals or p.beam_width,
             lookahead=p.lookahead, lookahead_temperature=p.lookahead_temperature)
 
