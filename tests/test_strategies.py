@@ -146,6 +146,14 @@ def test_beam_keeps_its_width_and_prunes_the_rest():
         assert all(min(values[n] for n in level) >= d for d in dropped)
 
 
+def test_beam_root_samples_widens_only_the_first_level():
+    answer, strategy = solve("beam", beam_width=2, expansion_factor=3, root_samples=10)
+    levels = strategy.search.levels
+    assert answer.answer == "42"
+    assert levels[0] == {0: 10} and len(strategy.tree.root.children) == 10
+    assert all(sum(level.values()) == 6 for level in levels[1:])  # then width x expansion again
+
+
 def test_beam_drops_duplicate_children_before_filling_its_slots():
     from ponder.search.strategies.beam import KeepTop
     from ponder.search.tree import Tree

@@ -8,7 +8,8 @@ become the next beams. The search stops once ``num_terminals`` paths finished,
 when no beam is left, or at max depth (a child at ``task.max_steps`` finishes).
 
 Per-level compute is held at ``beam_width * expansion_factor`` samples: the root
-draws them all, and when fewer than ``beam_width`` beams survive, the survivors
+draws them all (or ``root_samples``, when a weak policy needs a wider first
+level to propose one good first step), and when fewer than ``beam_width`` beams survive, the survivors
 share them (best first), as search-and-learn refills its beam by duplicating
 survivors.
 
@@ -36,12 +37,14 @@ class BeamParams(StrategyParams):
     agg: str = "last"  # step-score aggregation ranking paths: min | prod | last | mean
     selection: str = "weighted"  # final answer: weighted | majority | best over finished paths
     filter_duplicates: bool = False  # True: a child whose step repeats a kept sibling's takes no beam slot
+    root_samples: int = 0  # samples drawn from the root; 0 = beam_width * expansion_factor
 
     def validate(self) -> None:
         StrategyParams.validate(self)
         check_at_least("beam_width", self.beam_width, 1)
         check_at_least("expansion_factor", self.expansion_factor, 1)
         check_at_least("num_terminals", self.num_terminals, 0)
+        check_at_least("root_samples", self.root_samples, 0)
         check_at_least("lookahead", self.lookahead, 0)
         check_at_least("lookahead_temperature", self.lookahead_temperature, 0.0)
         check_aggregation(self.agg)
@@ -109,7 +112,7 @@ class BeamSearch(LevelStrategy):
         p: BeamParams = self.params
         samples = p.beam_width * p.expansion_factor
         self.search = LevelSearch(
-            self, start_id=0, first_width=samples,
+            self, start_id=0, first_width=p.root_samples or samples,
             select=KeepTop(p.beam_width, samples, filter_duplicates=p.filter_duplicates),
             agg=p.agg, seed=self.seed_for(), num_terminals=p.num_terminals or p.beam_width,
             lookahead=p.lookahead, lookahead_temperature=p.lookahead_temperature)
