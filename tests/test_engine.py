@@ -87,6 +87,10 @@ def test_every_strategy_finishes_every_problem_with_consistent_records(tmp_path,
         assert line["tokens"]["generator"]["generated"] > 0
         assert line["budget_flops"] is None
         assert line["num_nodes"] >= 1
+        assert "stats" not in line["search"]
+        if strategy == "compute_optimal":  # its account says what phase 2 did
+            assert line["search"]["bin"] in ("easy", "medium", "hard", "hopeless")
+            assert line["search"]["phase2"] in ("best_of_n", "beam", "dvts", "stop")
     assert summary["num_problems"] == len(problems) == summary["num_requested"]
     assert summary["num_solved"] == sum(bool(line["correct"]) for line in lines)
     assert summary["total_flops"] == sum(line["flops"] for line in lines)

@@ -262,7 +262,7 @@ class JobRunner:
             flops_by_model=self.budget.spent_by_model(problem_id),
             stop_reason="error" if problem_id in self.errors else answer.stop_reason,
             tokens=tokens, num_nodes=answer.num_nodes, reference=problem.reference,
-            error=self.errors.get(problem_id))
+            error=self.errors.get(problem_id), search=search_account(answer.extra))
 
     # -- checkpoints, status, end ---------------------------------------------------------
 
@@ -320,6 +320,12 @@ def _as_record(record: dict[str, Any]) -> ProblemRecord:
     values = dict(record)
     values["tokens"] = {m: TokenCounts(**c) for m, c in (record.get("tokens") or {}).items()}
     return ProblemRecord(**values)
+
+
+def search_account(extra: dict) -> dict:
+    """The JSON scalars of a strategy's ``Answer.extra`` (its counters live in ``stats``)."""
+    return {k: v for k, v in extra.items()
+            if k != "stats" and (v is None or isinstance(v, (str, int, float, bool)))}
 
 
 def _index(problems: Sequence[Problem]) -> dict[str, Problem]:

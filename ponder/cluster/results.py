@@ -52,6 +52,8 @@ class ProblemRecord:
     num_nodes: int
     reference: str | None = None
     error: str | None = None  # why the problem's requests failed, if they did
+    search: dict[str, Any] = field(default_factory=dict)  # the strategy's own account (Answer.extra,
+    # scalars only): e.g. compute_optimal's bin, phase2, num_samples, grant; beam's num_levels
 
 
 @dataclass
