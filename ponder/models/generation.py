@@ -21,7 +21,7 @@ import torch
 from ponder.kernels import sample
 from ponder.models.gpt import GPT
 from ponder.models.kv_cache import GroupCache
-from ponder.models.prefix_cache import CacheEntry, PrefixCache
+from ponder.models.prefix_cache import DEFAULT_CACHE_TOKENS, CacheEntry, PrefixCache
 from ponder.models.tokenizer import BOS_ID, EOS_ID, PAD_ID, CharTokenizer
 from ponder.search.messages import GenerateRequest, GenerateResult
 
@@ -65,7 +65,8 @@ class BatchGenerator:
         seed: draws the sampling seed of requests that bring none.
     """
 
-    def __init__(self, model: GPT, tokenizer: CharTokenizer, max_cache_tokens: int = 32768, seed: int = 0):
+    def __init__(self, model: GPT, tokenizer: CharTokenizer,
+                 max_cache_tokens: int = DEFAULT_CACHE_TOKENS, seed: int = 0):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.cache = PrefixCache(max_cache_tokens)

@@ -13,6 +13,13 @@ from collections import OrderedDict
 
 import torch
 
+DEFAULT_CACHE_TOKENS = 262_144
+"""Default capacity in positions: at 2 x n_layer x n_embd floats a position (4 KiB for the
+shipped 4 x 128 models) at most 1 GiB. A job grows ~100 trees at once and each keeps its
+frontier's prefixes warm; at 32,768 positions a 100-puzzle compute_optimal job evicted so
+much that its generator hit the cache on 84% of prompt positions instead of 99%, the verifier
+on 35% instead of 66%, and 76 of 100 problems ran out of budget before their beams finished."""
+
 
 class CacheEntry:
     """KV of ``tokens[start:]``; the positions before ``start`` live in ``parent``."""
@@ -54,7 +61,7 @@ class PrefixCache:
         max_num_tokens: evict least recently used entries beyond this many own positions.
     """
 
-    def __init__(self, max_num_tokens: int = 32768):
+    def __init__(self, max_num_tokens: int = DEFAULT_CACHE_TOKENS):
         self.max_num_tokens = max_num_tokens
         self.num_tokens = 0
         self._entries: OrderedDict[tuple[int, ...], CacheEntry] = OrderedDict()  # token ids -> entry

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ponder.models.kv_cache import GroupCache
-from ponder.models.prefix_cache import CacheEntry, PrefixCache
+from ponder.models.prefix_cache import DEFAULT_CACHE_TOKENS, CacheEntry, PrefixCache
 from ponder.models.tokenizer import PAD_ID, CharTokenizer
 from ponder.models.verifier import ProcessRewardModel
 from ponder.search.messages import ScoreRequest, ScoreResult
@@ -89,7 +89,7 @@ class BatchScorer:
     """
 
     def __init__(self, model: ProcessRewardModel, tokenizer: CharTokenizer,
-                 max_cache_tokens: int = 32768, delimiter: str = "\n"):
+                 max_cache_tokens: int = DEFAULT_CACHE_TOKENS, delimiter: str = "\n"):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.cache = PrefixCache(max_cache_tokens)

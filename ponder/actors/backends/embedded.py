@@ -14,6 +14,7 @@ from pathlib import Path
 from ponder.models import checkpoint
 from ponder.models.generation import BatchGenerator
 from ponder.models.gpt import GPT
+from ponder.models.prefix_cache import DEFAULT_CACHE_TOKENS
 from ponder.models.scoring import BatchScorer
 from ponder.models.tokenizer import CharTokenizer
 from ponder.models.verifier import ProcessRewardModel
@@ -39,7 +40,8 @@ class EmbeddedGenerator:
         FileNotFoundError: ``model_path`` holds no generator checkpoint.
     """
 
-    def __init__(self, model_path: str | Path | None = None, max_cache_tokens: int = 32768,
+    def __init__(self, model_path: str | Path | None = None,
+                 max_cache_tokens: int = DEFAULT_CACHE_TOKENS,
                  seed: int = 0, model: GPT | None = None, tokenizer: CharTokenizer | None = None):
         if model is None:
             model, tokenizer = checkpoint.load_generator(_weights_dir(model_path))
@@ -74,7 +76,8 @@ class EmbeddedVerifier:
         FileNotFoundError: ``model_path`` holds no verifier checkpoint.
     """
 
-    def __init__(self, model_path: str | Path | None = None, max_cache_tokens: int = 32768,
+    def __init__(self, model_path: str | Path | None = None,
+                 max_cache_tokens: int = DEFAULT_CACHE_TOKENS,
                  model: ProcessRewardModel | None = None, tokenizer: CharTokenizer | None = None):
         if model is None:
             model, tokenizer = checkpoint.load_verifier(_weights_dir(model_path))
