@@ -233,3 +233,14 @@ def test_state_round_trips_through_msgpack():
     assert restored.spent("b") == 6 and restored.job_reserved == 0
     assert restored.reserve("b", 2) is None  # the cap came back too: 6 spent of 7
     assert restored.job_remaining == 10**18 - 496
+
+
+def test_reserved_ever_sums_worst_cases_whatever_was_spent():
+    budget = BudgetManager(flops_per_problem=1_000)
+    budget.add_problem("p")
+    first = budget.reserve("p", 400)
+    budget.settle(first, 100)  # a cache hit: spent far less than reserved
+    budget.release(budget.reserve("p", 300))  # released unused: still asked for
+    assert budget.reserve("p", 901) is None  # refused: over the cap, not counted
+    assert budget.spent("p") == 100 and budget.reserved("p") == 0
+    assert budget.reserved_ever("p") == 700

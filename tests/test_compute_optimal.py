@@ -92,6 +92,22 @@ def test_job_pool_goes_to_medium_then_hard_then_easy_after_all_reported():
     assert budget.remaining("hopeless") == 0
 
 
+def test_phase2_is_sized_by_what_the_probe_reserved_not_by_what_it_spent():
+    def decide(worst_case):
+        budget = budget_with(["m"], flops_per_problem=10**6)
+        budget.settle(budget.reserve("m", 100_000), 50_000)  # a probe half served from cache
+        allocator = Allocator(budget)
+        allocator.register("m")
+        report = estimate("m", 0.4, 0.85)
+        report.spent, report.worst_case = 50_000, worst_case
+        allocator.report(report)
+        return allocator.decision("m")
+
+    by_spent, by_worst = decide(0), decide(100_000)  # 0: unknown, falls back to spent
+    assert by_spent.strategy == by_worst.strategy == "beam" and by_spent.grant == by_worst.grant
+    assert by_worst.num_samples == pytest.approx(by_spent.num_samples / 2, abs=1)
+
+
 def test_a_problem_that_leaves_does_not_hold_up_the_others():
     allocator = Allocator(budget_with(["a", "b"], flops_total=10**6))
     allocator.register("a")
@@ -181,6 +197,8 @@ def test_job_cap_puts_search_where_it_pays_and_stops_hopeless_problems():
     for pid in ("easy", "medium", "hard"):
         assert answers[pid].answer == "42", answers[pid]
     assert budget.job_spent <= 60_000_000
+    for estimate_ in allocator.estimates.values():  # the probe reports its reservations too
+        assert estimate_.worst_case >= estimate_.spent > 0
 
 
 def test_per_problem_caps_without_a_job_cap_are_reallocated():

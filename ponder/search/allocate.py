@@ -29,7 +29,13 @@ samples a cheap probe per problem and reports a ``DifficultyEstimate`` here; the
    (``best_of_n``), medium -> ``beam``, hard -> ``dvts`` (wider and more diverse),
    hopeless -> ``stop`` with the best answer so far. Its size is the grant over
    the probe's cost per sample (times ``sample_cost`` for the tree searches,
-   which re-score paths at every level), at most ``max_num_samples``.
+   which re-score paths at every level), at most ``max_num_samples``. The probe's
+   cost here is what its requests *reserved* (their worst cases, ``worst_case``),
+   not what they spent: phase 2 must fit its reservations under the grant, and
+   spending depends on prefix-cache luck. With sizes from spending, a sweep's
+   compute_optimal cell at 3e10 (warm caches from earlier cells made the probe
+   look cheap) ran beams of 24-30 x 4 that could not fit their last levels: 89 of
+   100 problems stopped on budget and accuracy fell from 46% at 1e10 to 28%.
 
 The fixed rule (no budget, or nothing capped): decide at once, without waiting
 for other problems, with ``fixed_num_samples * weight`` phase-2 samples.
@@ -56,10 +62,11 @@ class DifficultyEstimate:
     majority_score: float  # best aggregated verifier score among the majority answer's samples
     best_score: float  # best aggregated verifier score of any answered sample
     spent: int = 0  # FLOPs the probe cost; 0 if unknown
+    worst_case: int = 0  # FLOPs its requests reserved (their worst cases, cache-blind); 0 if unknown
 
 
 def estimate_difficulty(problem_id: str, answers: Sequence[str | None], scores: Sequence[float],
-                        num_samples: int, spent: int = 0) -> DifficultyEstimate:
+                        num_samples: int, spent: int = 0, worst_case: int = 0) -> DifficultyEstimate:
     """Summarize a probe: its answers (None: no answer) and their aggregated verifier scores.
 
     Args:
@@ -68,6 +75,7 @@ def estimate_difficulty(problem_id: str, answers: Sequence[str | None], scores: 
         num_samples: samples the probe drew, finished or not: a sample cut off before
             its answer counts against agreement.
         spent: FLOPs the probe cost.
+        worst_case: FLOPs the probe's requests reserved before dispatch (what sizes phase 2).
 
     Raises:
         ValueError: if ``answers`` and ``scores`` differ in length.
@@ -79,7 +87,7 @@ def estimate_difficulty(problem_id: str, answers: Sequence[str | None], scores: 
     majority = [s for a, s in zip(answers, scores) if a is not None and a == winner]
     agreement = len(majority) / max(num_samples, len(answers), 1)
     return DifficultyEstimate(problem_id, num_samples, agreement, max(majority, default=0.0),
-                              max(answered, default=0.0), spent)
+                              max(answered, default=0.0), spent, worst_case)
 
 
 @dataclass
@@ -95,7 +103,7 @@ class AllocationPolicy:
     strategies: dict[str, str] = field(default_factory=lambda: {  # bin -> phase-2 strategy
         "easy": "best_of_n", "medium": "beam", "hard": "dvts", "hopeless": STOP})
     sample_cost: dict[str, float] = field(default_factory=lambda: {  # strategy -> probe samples per sample
-        "best_of_n": 1.0, "beam": 1.5, "dvts": 1.5})
+        "best_of_n": 1.0, "beam": 1.2, "dvts": 1.2})
     fixed_num_samples: int = 16  # phase-2 samples at weight 1 when no budget caps the job
     max_num_samples: int = 256  # phase-2 samples at most, whatever the grant
 
@@ -233,7 +241,11 @@ class Allocator:
         strategy = self.policy.strategies[self.bin(problem_id)]
         if strategy == STOP:
             return 0
-        per_sample = estimate.spent / max(estimate.num_samples, 1)
+        # Size by the probe's worst case, not by what it spent: a request must *fit* its
+        # reservation under the cap, and what a probe spent depends on what the prefix
+        # caches held (a rerun on warm caches spends half), while its reservations do not.
+        cost = estimate.worst_case or estimate.spent
+        per_sample = cost / max(estimate.num_samples, 1)
         per_sample *= self.policy.sample_cost.get(strategy, 1.0)
         if per_sample <= 0:
             return self._fixed_size(problem_id)

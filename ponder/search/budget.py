@@ -121,12 +121,13 @@ class Reservation:
 class _Ledger:
     """Spent and reserved FLOPs against one cap (a problem's or the job's)."""
 
-    __slots__ = ("cap", "spent", "reserved", "spent_by_model")
+    __slots__ = ("cap", "spent", "reserved", "reserved_ever", "spent_by_model")
 
     def __init__(self, cap: int | None):
         self.cap = cap  # None = unlimited
         self.spent = 0
         self.reserved = 0
+        self.reserved_ever = 0  # every reservation made through this ledger, summed (not checkpointed)
         self.spent_by_model = dict.fromkeys(MODELS, 0)  # model -> FLOPs spent
 
     def fits(self, amount: int) -> bool:
@@ -245,6 +246,7 @@ class BudgetManager:
         self._next_reservation_id += 1
         self._open[reservation.reservation_id] = reservation
         ledger.reserved += flops
+        ledger.reserved_ever += flops
         self._job.reserved += flops
         return reservation
 
@@ -299,6 +301,14 @@ class BudgetManager:
     def spent(self, problem_id: str) -> int:
         """FLOPs the problem's settled requests cost. Raises KeyError if unknown."""
         return self._ledger(problem_id).spent
+
+    def reserved_ever(self, problem_id: str) -> int:
+        """The worst cases of every request ``problem_id`` reserved for since this manager was built.
+
+        Unlike ``spent``, it does not depend on what a prefix cache happened to hold, so
+        it says what the same requests need to *fit* under a cap another time.
+        """
+        return self._ledger(problem_id).reserved_ever
 
     def reserved(self, problem_id: str) -> int:
         """FLOPs held by the problem's open reservations. Raises KeyError if unknown."""

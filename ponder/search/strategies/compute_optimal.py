@@ -130,11 +130,13 @@ class ComputeOptimal(Strategy):
         p: ComputeOptimalParams = self.params
         finished = [self.tree[n] for n in self.probe.leaves if self.tree[n].is_terminal]
         budget = self.context.budget
-        spent = budget.spent(self.problem_id) if budget is not None and self.problem_id in budget else 0
+        known = budget is not None and self.problem_id in budget
+        spent = budget.spent(self.problem_id) if known else 0
+        worst = budget.reserved_ever(self.problem_id) if known else 0
         self.allocator.report(estimate_difficulty(
             self.problem_id, [n.answer for n in finished],
             [aggregate_scores(n.scores, p.agg) for n in finished],
-            num_samples=len(self.probe.leaves), spent=spent))
+            num_samples=len(self.probe.leaves), spent=spent, worst_case=worst))
 
     def _start_phase2(self, decision: Decision) -> None:
         if decision.strategy == STOP:
