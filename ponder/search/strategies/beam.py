@@ -9,9 +9,9 @@ when no beam is left, or at max depth (a child at ``task.max_steps`` finishes).
 
 Per-level compute is held at ``beam_width * expansion_factor`` samples: the root
 draws them all (or ``root_samples``, when a weak policy needs a wider first
-level to propose one good first step), and when fewer than ``beam_width`` beams survive, the survivors
-share them (best first), as search-and-learn refills its beam by duplicating
-survivors.
+level to propose one good first step), and when fewer than ``beam_width`` beams
+survive, the survivors share them (best first), as search-and-learn refills its
+beam by duplicating survivors.
 
 The level loop itself is ``levels.LevelSearch``; this module only adds the top-k
 policy, which DVTS reuses with width 1.
