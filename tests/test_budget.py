@@ -1,5 +1,7 @@
 """FLOP accounting: formulas, reservations, caps, checkpoints."""
 
+from dataclasses import replace
+
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +26,17 @@ def test_generate_worst_case_by_hand():
     # P_ub = 4 bytes + 16 = 20; each sample 20 + 10 = 30 positions; 3 samples compute 90 tokens.
     assert worst_case_tokens(request) == (90, 30)
     assert worst_case_flops(request, SPEC) == 90 * (2 * 1000 + 32 * 30) == 266_400
+
+
+def test_generate_worst_case_counts_a_shared_prompt_once():
+    request = GenerateRequest(0, prefix="abcd", n=3, max_new_tokens=10)
+    # prompt_once: the 20-token prompt bound once, then 10 a sample; context still 30.
+    assert worst_case_tokens(request, prompt_once=True) == (20 + 3 * 10, 30)
+    once = replace(SPEC, prompt_once=True)
+    assert worst_case_flops(request, once) == 50 * (2000 + 32 * 30) < worst_case_flops(request, SPEC)
+    # A prompt computed once and cached for the rest still settles under that reservation.
+    result = _gen_result(0, num_prompt=3 * 5, num_cached=2 * 5, num_generated=30)
+    assert actual_flops(request, result, once) <= worst_case_flops(request, once)
 
 
 def test_generate_actual_by_hand():

@@ -10,6 +10,7 @@ from ponder.actors.backends.embedded import (EmbeddedGenerator, EmbeddedVerifier
 from ponder.models.gpt import GPT, GPTConfig
 from ponder.models.tokenizer import PAD_ID, CharTokenizer
 from ponder.models.verifier import ProcessRewardModel
+from ponder.search.budget import actual_flops, worst_case_flops
 from ponder.search.messages import GenerateRequest, ScoreRequest
 from ponder.tasks import game24
 
@@ -93,6 +94,11 @@ def test_model_specs_feed_the_flop_formula(tiny):
     ver_spec = EmbeddedVerifier(model=prm, tokenizer=tok).model_spec()
     assert gen_spec.num_layers == 2 and gen_spec.d_model == 64
     assert ver_spec.num_params == gen_spec.num_params + 64 + 1  # the value head
+    # The prompt runs once for all n samples, so reservations count it once; a result settles under that.
+    assert gen_spec.prompt_once
+    request = GenerateRequest(0, PROMPT, n=4, max_new_tokens=10, seed=0)
+    result = EmbeddedGenerator(model=model, tokenizer=tok).generate([request])[0]
+    assert 0 < actual_flops(request, result, gen_spec) <= worst_case_flops(request, gen_spec)
 
 
 def test_shipped_weights_load_offline_and_solve_easy_puzzles(monkeypatch):

@@ -17,6 +17,7 @@ import make_tiny_llama as tiny  # noqa: E402
 
 from ponder.actors.backends.hf import HFGenerator, HFVerifier  # noqa: E402
 from ponder.actors.backends.prm import PRMConvention  # noqa: E402
+from ponder.search.budget import actual_flops, worst_case_flops  # noqa: E402
 from ponder.search.messages import GenerateRequest, ScoreRequest  # noqa: E402
 
 torch.set_num_threads(1)
@@ -131,6 +132,10 @@ def test_model_spec_counts_non_embedding_params(gen):
     per_layer = 4 * h * h + 3 * h * inter + 2 * h  # q, k, v, o; gate, up, down; two RMSNorms
     assert spec.num_params == tiny.NUM_LAYERS * per_layer + h + vocab * h  # + final norm + lm_head
     assert (spec.num_layers, spec.d_model) == (tiny.NUM_LAYERS, h)
+    assert spec.prompt_once  # one prompt forward for all n samples: reserved once, settles under it
+    request = GenerateRequest(request_id=1, prefix=PROMPT, n=3, max_new_tokens=6, stop=(), seed=0)
+    result = gen.generate([request])[0]
+    assert 0 < actual_flops(request, result, spec) <= worst_case_flops(request, spec)
 
 
 def test_missing_model_path_names_it(tmp_path):

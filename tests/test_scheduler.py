@@ -2,14 +2,15 @@
 
 import random
 import zlib
+from dataclasses import replace
 from itertools import count
 
 import pytest
 
 from ponder.search import get_strategy, iter_strategies
-from ponder.search.budget import (BudgetError, BudgetManager, score_path_text, worst_case_flops,
-                                  worst_case_tokens)
-from ponder.search.flops import ModelSpec
+from ponder.search.budget import (BudgetError, BudgetManager, generate_tokens, score_path_text,
+                                  worst_case_flops, worst_case_tokens)
+from ponder.search.flops import ModelSpec, flops
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from ponder.search.scheduler import Scheduler
 from ponder.search.scripted import (ScriptedGenerator, ScriptedProblem, ScriptedTask,
@@ -274,6 +275,25 @@ def test_generate_n_shrinks_to_what_fits_with_room_to_score_it():
     assert budget.spent("p0") + budget.reserved("p0") <= cap
 
 
+def test_generate_n_shrinks_with_a_prompt_computed_once():
+    gen = replace(GEN, prompt_once=True)
+    request = GenerateRequest(0, "problem p0\n", n=4, max_new_tokens=8)
+    prompt, per_sample, context = generate_tokens(request, prompt_once=True)
+    fixed, one = flops(gen, prompt, context), flops(gen, per_sample, context)
+    score = Scheduler(BudgetManager(), gen, VER)._score_cost_per_sample(context)
+    assert fixed > 0
+    cap = fixed + 3 * (one + score) + 1  # room for the prompt, 3 of the 4 samples and their scoring
+    budget = BudgetManager(flops_per_problem=cap)
+    scheduler = Scheduler(budget, gen, VER)
+    ids, cls = count(), get_strategy("best_of_n")
+    params = cls.Params.from_dict({"n": 4, "max_solution_tokens": 8})
+    scheduler.add(cls(Tree("p0", "problem p0\n"), ScriptedTask(), params, 0, lambda: next(ids)))
+    (placed,) = scheduler.schedule().generate_batches[0]
+    assert placed.n == 3
+    assert budget.reserved("p0") == fixed + 3 * one == worst_case_flops(placed, gen)
+    assert cap // (flops(gen, prompt + per_sample, context) + score) < 3  # a prompt a sample: fewer
+
+
 def test_capped_best_of_n_with_a_huge_n_scores_its_samples():
     ids = count()
     cls = get_strategy("best_of_n")
@@ -472,6 +492,7 @@ def test_scheduling_changes_no_answer_without_a_cap(name):
 @pytest.mark.parametrize("name, params", [
     ("best_of_n", {"n": 8, "max_solution_tokens": 48}),
     ("beam", {"beam_width": 2, "expansion_factor": 3}),
+    ("beam", {"beam_width": 2, "expansion_factor": 3, "pace": False}),
 ])
 def test_real_strategies_stop_at_their_caps(name, params):
     # Probe what one problem spends uncapped, then cap every problem below that.
@@ -497,6 +518,9 @@ def test_real_strategies_stop_at_their_caps(name, params):
         samples = [a.extra["stats"]["num_samples"] for a in answers]
         assert 1 <= min(samples) and max(samples) < 8
         assert reasons == {"done"} and any(a.answer is not None for a in answers)
+    elif params.get("pace", True):  # paced: levels narrow to what is left, and paths finish
+        assert reasons <= {"done", "no_answer"} and all(a.trace for a in answers)
+        assert all(a.extra["num_paced"] >= 1 for a in answers)
     else:  # level by level, the cap ends the search with the best path so far
         assert "budget" in reasons and all(a.trace for a in answers)
 

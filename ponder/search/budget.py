@@ -43,20 +43,42 @@ def score_path_text(prompt: str, steps: list[str]) -> str:
     return "\n".join([prompt, *steps])
 
 
-def worst_case_tokens(request: Request, token_bound: TokenBound = default_token_bound) -> tuple[int, int]:
+def generate_tokens(request: GenerateRequest, token_bound: TokenBound = default_token_bound,
+                    prompt_once: bool = False) -> tuple[int, int, int]:
+    """``(prompt tokens, tokens a sample, per-token context)`` a generate request can cost at most.
+
+    Its ``n`` samples compute ``prompt + n * per_sample`` tokens: with ``prompt_once``
+    the prompt bound ``P = token_bound(prefix)`` once and ``max_new_tokens`` a sample,
+    otherwise ``P + max_new_tokens`` a sample. Each token attends to at most
+    ``P + max_new_tokens`` positions.
+
+    Raises:
+        ValueError: if ``n < 1`` or ``max_new_tokens < 0``.
+    """
+    if request.n < 1 or request.max_new_tokens < 0:
+        raise ValueError(f"GenerateRequest {request.request_id} needs n >= 1 and "
+                         f"max_new_tokens >= 0, got n={request.n}, "
+                         f"max_new_tokens={request.max_new_tokens}")
+    prompt = token_bound(request.prefix)
+    context = prompt + request.max_new_tokens
+    if prompt_once:
+        return prompt, request.max_new_tokens, context
+    return 0, context, context
+
+
+def worst_case_tokens(request: Request, token_bound: TokenBound = default_token_bound,
+                      prompt_once: bool = False) -> tuple[int, int]:
     """``(computed tokens, per-token context)`` that ``request`` can cost at most.
 
     A generate request computes ``n * (P + max_new_tokens)`` tokens with
-    ``P = token_bound(prefix)``, none of them cached; a score request computes every
-    path's bound, each token attending to at most the longest path.
+    ``P = token_bound(prefix)``, none of them cached (``P + n * max_new_tokens`` if
+    its backend computes the prompt once for all samples, ``prompt_once``); a score
+    request computes every path's bound, each token attending to at most the
+    longest path.
     """
     if isinstance(request, GenerateRequest):
-        if request.n < 1 or request.max_new_tokens < 0:
-            raise ValueError(f"GenerateRequest {request.request_id} needs n >= 1 and "
-                             f"max_new_tokens >= 0, got n={request.n}, "
-                             f"max_new_tokens={request.max_new_tokens}")
-        per_sample = token_bound(request.prefix) + request.max_new_tokens
-        return request.n * per_sample, per_sample
+        prompt, per_sample, context = generate_tokens(request, token_bound, prompt_once)
+        return prompt + request.n * per_sample, context
     bounds = [token_bound(score_path_text(request.prompt, path)) for path in request.paths]
     return sum(bounds), max(bounds, default=0)
 
@@ -67,13 +89,13 @@ def worst_case_flops(request: Request, spec: ModelSpec,
 
     Args:
         request: a GenerateRequest (for the generator) or ScoreRequest (for the verifier).
-        spec: the model that will serve it.
+        spec: the model that will serve it (``spec.prompt_once``: how its backend runs ``n``).
         token_bound: text -> an upper bound on its token count for that model's tokenizer.
 
     Raises:
         ValueError: if a generate request has ``n < 1`` or ``max_new_tokens < 0``.
     """
-    return flops(spec, *worst_case_tokens(request, token_bound))
+    return flops(spec, *worst_case_tokens(request, token_bound, spec.prompt_once))
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -102,6 +124,36 @@ def actual_flops(request: Request, result: Result, spec: ModelSpec) -> int:
     else:
         context = _ceil_div(num_prompt, len(request.paths)) if request.paths else 0
     return flops(spec, computed, context)
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """What sampled steps can cost at most, priced as the scheduler reserves them.
+
+    The scheduler puts one on its ledger (``BudgetManager.step_costs``), so that a
+    search can size itself to what its cap has left before it asks (beam search's
+    ``pace``). Token bounds come from ``token_bound`` as for reservations.
+    """
+
+    generator: ModelSpec
+    verifier: ModelSpec
+    token_bound: TokenBound = default_token_bound
+
+    def expand(self, prefix: str, n: int, max_new_tokens: int, steps_ahead: int = 0,
+               scored: bool = True) -> int:
+        """Worst-case FLOPs of sampling ``n`` steps from ``prefix`` and scoring their paths.
+
+        Args:
+            steps_ahead: price a request that many steps deeper, each step adding at
+                most ``max_new_tokens`` tokens to the prefix (an estimate with subword
+                tokenizers, whose bound counts bytes).
+            scored: False: the generation alone (a rollout step).
+        """
+        prompt = self.token_bound(prefix) + max_new_tokens * steps_ahead
+        context = prompt + max_new_tokens
+        tokens = prompt + n * max_new_tokens if self.generator.prompt_once else n * context
+        cost = flops(self.generator, tokens, context)
+        return cost + flops(self.verifier, n * context, context) if scored else cost
 
 
 class BudgetError(RuntimeError):
@@ -182,6 +234,7 @@ class BudgetManager:
         self._problems: dict[str, _Ledger] = {}  # problem_id -> its ledger
         self._open: dict[int, Reservation] = {}  # reservation_id -> open reservation
         self._next_reservation_id = 0
+        self.step_costs: StepCosts | None = None  # set by the scheduler reserving on this ledger
 
     # -- problems -------------------------------------------------------------
 

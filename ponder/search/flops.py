@@ -15,12 +15,18 @@ class ModelSpec:
     """What the FLOP formula needs to know of a model.
 
     ``num_params`` excludes embeddings (they cost a lookup, not a matmul).
+    ``prompt_once`` says how the serving backend runs a generate request's ``n``
+    samples: True if it computes their shared prompt once (the embedded and hf
+    backends), False if it may compute it once a sample (vLLM, which gets one
+    request a sample and caches only full blocks). Reservations count the prompt
+    accordingly.
     """
 
     name: str
     num_params: int
     num_layers: int
     d_model: int
+    prompt_once: bool = False
 
 
 def flops(spec: ModelSpec, num_computed_tokens: int, context_len: int) -> int:

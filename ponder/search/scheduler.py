@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 
-from ponder.search.budget import (BudgetManager, Reservation, TokenBound, actual_flops,
-                                  default_token_bound, worst_case_tokens)
+from ponder.search.budget import (BudgetManager, Reservation, StepCosts, TokenBound, actual_flops,
+                                  default_token_bound, generate_tokens, worst_case_tokens)
 from ponder.search.flops import ModelSpec, flops
 from ponder.search.messages import (GenerateRequest, GenerateResult, Request, Result, ScoreRequest,
                                     ScoreResult)
@@ -170,6 +170,7 @@ class Scheduler:
         self.max_batch_tokens = max_batch_tokens
         self.token_bound = token_bound
         self.step_check = step_check
+        budget.step_costs = StepCosts(generator_spec, verifier_spec, token_bound)  # how this prices steps
         self._problems: dict[str, _Problem] = {}  # problem_id -> active problem
         self._in_flight: dict[int, _InFlight] = {}  # request_id -> reserved, unsettled request
         self._ready: dict[str, None] = {}  # problem_id -> None: ask for requests next schedule()
@@ -321,9 +322,11 @@ class Scheduler:
 
     def _cost(self, request: Request) -> tuple[int, int, ModelSpec, str]:
         """(worst-case tokens, worst-case FLOPs, spec, model name) of ``request``."""
-        tokens, context = worst_case_tokens(request, self.token_bound)
         if isinstance(request, GenerateRequest):
-            return tokens, flops(self.generator_spec, tokens, context), self.generator_spec, "generator"
+            spec = self.generator_spec
+            tokens, context = worst_case_tokens(request, self.token_bound, spec.prompt_once)
+            return tokens, flops(spec, tokens, context), spec, "generator"
+        tokens, context = worst_case_tokens(request, self.token_bound)
         return tokens, flops(self.verifier_spec, tokens, context), self.verifier_spec, "verifier"
 
     def _place(self, problem: _Problem, request: Request) -> bool:
@@ -335,18 +338,22 @@ class Scheduler:
         tokens, cost, _, model = self._cost(request)
         headroom = self.budget.remaining(problem_id)
         if model == "generator" and request.n > 1 and headroom is not None:
-            # Cost is linear in n (same context per sample): take the largest n whose
-            # generation and the scoring of its samples fit (unscored samples are wasted).
-            per_sample, per_sample_tokens = cost // request.n, tokens // request.n
-            follow_up = self._score_cost_per_sample(per_sample_tokens)
+            # Cost is affine in n (a prompt computed once, if the backend does, plus the
+            # same per sample): take the largest n whose generation and the scoring of
+            # its samples fit (unscored samples are wasted).
+            prompt_tokens, sample_tokens, context = generate_tokens(
+                request, self.token_bound, self.generator_spec.prompt_once)
+            fixed = flops(self.generator_spec, prompt_tokens, context)
+            per_sample = flops(self.generator_spec, sample_tokens, context)
+            follow_up = self._score_cost_per_sample(context)
             if per_sample and cost + follow_up * request.n > headroom:
-                n = min(request.n, headroom // (per_sample + follow_up))
+                n = min(request.n, (headroom - fixed) // (per_sample + follow_up))
                 if n < 1:  # not even one sample's worst case: count on both settling lower
-                    n = min(request.n, headroom // per_sample)
+                    n = min(request.n, (headroom - fixed) // per_sample)
                 if n < 1:
                     return False
                 request = replace(request, n=n)
-                tokens, cost = per_sample_tokens * n, per_sample * n
+                tokens, cost = prompt_tokens + sample_tokens * n, fixed + per_sample * n
         reservation = self.budget.reserve(problem_id, cost, model)
         if reservation is None:
             return False
@@ -366,9 +373,9 @@ class Scheduler:
 
     def _could_fit_later(self, problem: _Problem, request: Request) -> bool:
         """Whether ``request`` (at n=1) fits once every open reservation settles at zero."""
-        _, cost, _, model = self._cost(request)
-        if model == "generator":
-            cost //= request.n
+        if isinstance(request, GenerateRequest) and request.n > 1:
+            request = replace(request, n=1)
+        _, cost, _, _ = self._cost(request)
         remaining = self.budget.remaining(problem.problem_id, count_reserved=False)
         return self.budget.job_reserved > 0 and (remaining is None or cost <= remaining)
 

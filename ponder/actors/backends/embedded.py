@@ -9,6 +9,7 @@ keyed by token ids, and expand siblings over one shared prefix with
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ponder.models import checkpoint
@@ -56,7 +57,8 @@ class EmbeddedGenerator:
         return self.sampler.generate(requests)
 
     def model_spec(self) -> ModelSpec:
-        return self.sampler.model.model_spec("embedded-generator")
+        # BatchGenerator computes a request's prompt once for all its n samples.
+        return replace(self.sampler.model.model_spec("embedded-generator"), prompt_once=True)
 
     def clear_cache(self) -> None:
         """Forget every cached prefix."""

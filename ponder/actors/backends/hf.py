@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -119,7 +120,8 @@ class HFGenerator:
         ).to(self.device).eval()
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.max_batch_rows = max_batch_rows
-        self._spec = spec_from_model(Path(path).name, self.model)
+        # The prompt runs once for all n samples of a request: reserve it once.
+        self._spec = replace(spec_from_model(Path(path).name, self.model), prompt_once=True)
         self._seeds = random.Random(seed)
 
     def model_spec(self) -> ModelSpec:

@@ -11,7 +11,9 @@ Per-level compute is held at ``beam_width * expansion_factor`` samples: the root
 draws them all (or ``root_samples``, when a weak policy needs a wider first
 level to propose one good first step), and when fewer than ``beam_width`` beams
 survive, the survivors share them (best first), as search-and-learn refills its
-beam by duplicating survivors.
+beam by duplicating survivors. Under a FLOP cap too small for that, ``pace``
+narrows each level to what the cap has left (the weakest beams give up their
+samples first), so the beam still finishes paths; see ``levels.py``.
 
 The level loop itself is ``levels.LevelSearch``; this module only adds the top-k
 policy, which DVTS reuses with width 1.
@@ -38,6 +40,7 @@ class BeamParams(StrategyParams):
     selection: str = "weighted"  # final answer: weighted | majority | best over finished paths
     filter_duplicates: bool = False  # True: a child whose step repeats a kept sibling's takes no beam slot
     root_samples: int = 0  # samples drawn from the root; 0 = beam_width * expansion_factor
+    pace: bool = True  # under a FLOP cap, narrow each level to what the cap has left (levels.py)
 
     def validate(self) -> None:
         StrategyParams.validate(self)
@@ -115,9 +118,10 @@ class BeamSearch(LevelStrategy):
             self, start_id=0, first_width=p.root_samples or samples,
             select=KeepTop(p.beam_width, samples, filter_duplicates=p.filter_duplicates),
             agg=p.agg, seed=self.seed_for(), num_terminals=p.num_terminals or p.beam_width,
-            lookahead=p.lookahead, lookahead_temperature=p.lookahead_temperature)
+            lookahead=p.lookahead, lookahead_temperature=p.lookahead_temperature,
+            pace=p.pace, level_samples=samples)
 
     def answer(self) -> Answer:
         p: BeamParams = self.params
         return answer_from(self, self.search.terminals, p.selection, p.agg,
-                           num_levels=len(self.search.levels))
+                           num_levels=len(self.search.levels), num_paced=self.search.num_paced)

@@ -8,6 +8,24 @@ samples each surviving child gets at the next level. The policies differ
 
 A level's results are applied in request order once all have arrived, so the
 tree does not depend on the order the scheduler delivers them in.
+
+Pacing (``pace=True``, beam search's default): under a FLOP cap, each level is
+sized before it is asked for, from what the cap has left, so that a search too
+big for its cap narrows instead of stopping mid-way with nothing finished. A
+level takes the most of its samples (the best-ranked nodes keep theirs) such that
+
+- the level's worst cases, priced by the ledger's ``StepCosts`` as the scheduler
+  will reserve them, fit what is left now: its expansions all at once, then its
+  scoring beside what the expansions will have cost (at the spent-over-reserved
+  rate seen so far), so the level is placed whole and never cut short between
+  its expansions and its scoring; and
+- from the second level on, its samples and the later levels' (``level_samples``
+  each, shrunk in the same proportion, down to ``task.max_steps``) fit what is
+  left at what one sample of this search has really cost so far (prefix caches
+  make most requests cost a fraction of their worst case).
+
+Each level re-plans with what is left, so a cheap level hands the next more.
+Without a cap, a ledger or step costs, widths are what the policy asked for.
 """
 
 from __future__ import annotations
@@ -42,17 +60,34 @@ class LevelSearch:
             when the frontier is empty).
         lookahead: rollout steps before scoring each level (0: no rollouts).
         lookahead_temperature: sampling temperature of rollout steps.
+        pace: size each level to what the problem's cap has left (module docstring).
+        level_samples: samples each later level asks for (for pacing; None: the first
+            level's).
     """
+
+    # Defaults for searches restored from checkpoints written before pacing existed.
+    pace = False
+    level_samples: int | None = None
+    num_paced = 0
+    _first: dict[int, int] | None = None
+    _before: tuple[int, int] | None = None  # (spent, reserved ever) of the problem when pacing began
+    _asked = 0  # samples the paced levels asked for so far
 
     def __init__(self, strategy: Strategy, start_id: int, first_width: int, select: SelectPolicy,
                  agg: str, seed: int, num_terminals: int | None = None, lookahead: int = 0,
-                 lookahead_temperature: float = 0.0):
+                 lookahead_temperature: float = 0.0, pace: bool = False,
+                 level_samples: int | None = None):
         self.strategy = strategy
         self.select = select
         self.agg = agg
         self.num_terminals = num_terminals
         self.lookahead = lookahead
         self.lookahead_temperature = lookahead_temperature
+        self.pace = pace
+        self.level_samples = first_width if level_samples is None else level_samples
+        self.num_paced = 0  # levels pacing made narrower than their policy asked
+        self._before = None
+        self._asked = 0
         self.rng = random.Random(seed)
         self.terminals: list[int] = []  # collected finished paths (leaf node ids)
         self.node_ids: list[int] = []  # every node this search created, in creation order
@@ -65,10 +100,17 @@ class LevelSearch:
         self._rollouts: Rollouts | None = None
         self._scoring: int | None = None  # request_id of this level's score request
         self._outbox: list[Request] = []
-        self._expand({start_id: first_width})
+        # A paced first level waits for the first requests() call: the scheduler has
+        # registered the problem with the ledger by then, so its cap is known.
+        self._first: dict[int, int] | None = {start_id: first_width} if pace else None
+        if not pace:
+            self._expand({start_id: first_width})
 
     def requests(self) -> list[Request]:
         """Requests to dispatch now."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            self._expand(first)
         out, self._outbox = self._outbox, []
         return out
 
@@ -96,6 +138,8 @@ class LevelSearch:
 
     def _expand(self, widths: dict[int, int]) -> None:
         tree = self.strategy.tree
+        if self.pace:
+            widths = self._paced(widths)
         self.levels.append(dict(widths))
         for node_id, n in widths.items():
             request: GenerateRequest = step_request(self.strategy, node_id, n, self.rng.getrandbits(31))
@@ -146,6 +190,63 @@ class LevelSearch:
             self.finished = True
             return
         self._expand(widths)
+
+
+    def _paced(self, widths: dict[int, int]) -> dict[int, int]:
+        """``widths`` narrowed to what the cap has left (module docstring); unchanged if it fits."""
+        strategy = self.strategy
+        budget = strategy.context.budget
+        costs = getattr(budget, "step_costs", None)
+        problem_id = strategy.problem_id
+        if costs is None or problem_id not in budget:
+            return widths
+        spent, reserved = budget.spent(problem_id), budget.reserved_ever(problem_id)
+        if self._before is None:  # this search's first level: what the problem had spent before it
+            self._before = (spent, reserved)
+        asked = sum(widths.values())
+        left = budget.remaining(problem_id)
+        if left is None or asked <= 1:
+            self._asked += asked
+            return widths
+        tree, max_new = strategy.tree, strategy.params.max_step_tokens
+        nodes = list(widths)  # best first: the policy ranked them
+        prefixes = {n: tree.prefix(n) for n in nodes}
+        depth = max(tree[n].depth for n in nodes)
+        levels_after = max(strategy.task.max_steps - depth - 1, 0)
+        spent, reserved = spent - self._before[0], reserved - self._before[1]
+        per_sample = spent / self._asked if self._asked else None  # what a sample really cost so far
+        rate = min(1.0, spent / reserved) if reserved else 1.0  # spent over reserved so far
+
+        def worst(total: int) -> tuple[int, int]:  # this level's (generation, scoring) worst cases
+            generate = score = 0
+            for node, n in spread(total, nodes).items():
+                both = costs.expand(prefixes[node], n, max_new)
+                alone = costs.expand(prefixes[node], n, max_new, scored=False)
+                generate += alone + sum(costs.expand(prefixes[node], n, max_new, step, scored=False)
+                                        for step in range(1, self.lookahead + 1))
+                score += both - alone
+            return generate, score
+
+        def fits(total: int) -> bool:
+            generate, score = worst(total)
+            # The expansions are reserved together, the scoring once they settled.
+            if generate > left or score + rate * generate > left:
+                return False
+            if per_sample is None:  # the first level: no spending to go by yet
+                return True
+            later = max(1, self.level_samples * total // asked) * levels_after
+            return per_sample * (total + later) <= left
+
+        chosen = asked
+        if not fits(asked):
+            lo, hi = 1, asked  # the most samples that fit: fits() is monotone in ``total``
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+            chosen = lo
+            self.num_paced += 1
+        self._asked += chosen
+        return widths if chosen == asked else spread(chosen, nodes)
 
 
 class LevelStrategy(Strategy):
