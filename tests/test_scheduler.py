@@ -525,6 +525,49 @@ def test_real_strategies_stop_at_their_caps(name, params):
         assert "budget" in reasons and all(a.trace for a in answers)
 
 
+def test_beam_pacing_changes_nothing_when_the_cap_is_ample():
+    answers = {}
+    for pace in (True, False):
+        budget = BudgetManager(flops_per_problem=10**15)
+        strategies, models = _scripted_job("beam", {"beam_width": 2, "expansion_factor": 3, "pace": pace},
+                                           6, budget)
+        scheduler = Scheduler(budget, models.generator.model_spec(), models.verifier.model_spec())
+        for strategy in strategies:
+            scheduler.add(strategy)
+        got = _drive(scheduler, budget, random.Random(0), models)
+        answers[pace] = sorted((a.problem_id, a.answer, a.trace, a.extra["stats"]["flops"]) for a in got)
+        assert all(a.extra["num_paced"] == 0 for a in got)
+    assert answers[True] == answers[False]
+
+
+def test_paced_beam_levels_are_placed_whole():
+    # Under a tight cap every paced level fits at once: the scheduler never cuts an n short.
+    probe = BudgetManager()
+    strategies, models = _scripted_job("beam", {"beam_width": 3, "expansion_factor": 3}, 1, probe)
+    scheduler = Scheduler(probe, models.generator.model_spec(), models.verifier.model_spec())
+    scheduler.add(strategies[0])
+    _drive(scheduler, probe, random.Random(0), models)
+    budget = BudgetManager(flops_per_problem=probe.job_spent // 2)
+    strategies, models = _scripted_job("beam", {"beam_width": 3, "expansion_factor": 3}, 8, budget)
+    scheduler = Scheduler(budget, models.generator.model_spec(), models.verifier.model_spec())
+    asked: dict[int, int] = {}
+    for strategy in strategies:
+        original = strategy.search._expand
+
+        def expand(widths, search=strategy.search, original=original):
+            original(widths)
+            for request in search._outbox:
+                asked[request.request_id] = request.n
+        strategy.search._expand = expand
+        scheduler.add(strategy)
+    trace: list = []
+    answers = _drive(scheduler, budget, random.Random(2), models, trace=trace)
+    placed = {rid: n for plan in trace for batch in plan for rid, n in batch if rid in asked}
+    assert placed == asked  # every paced generate request went out with the n it asked for
+    assert {a.stop_reason for a in answers} <= {"done", "no_answer"} and all(a.trace for a in answers)
+    assert sum(a.extra["num_paced"] for a in answers) > 0
+
+
 def test_held_requests_of_a_strategy_stopped_from_outside_are_dropped():
     one_sample = _worst(GenerateRequest(0, "problem p0\n", n=1, max_new_tokens=8))
     budget = BudgetManager(flops_total=one_sample + one_sample // 2)
