@@ -31,7 +31,9 @@ never reaches A gets no ratio.
    steps (x4 with --quick).
 
 ``--capped-best-of-n`` also runs best-of-N the sweep's way (N = 1,024 under the
-same per-puzzle caps), to show what the cap does to it.
+same per-puzzle caps), to show what the cap does to it; ``--capped-beam`` runs
+``configs/game24.yaml``'s 5 x 4 beam under those caps with ``pace`` on and off,
+to show what pacing does under a cap too small for the beam.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def cell(strategy: str, budget: float | None, problems: list, model_path: str | 
            "flops": run.summary["total_flops"], "wall_s": time.perf_counter() - start,
            "stop_reasons": run.summary["stop_reasons"]}
     size = (f"N = {params['n']:4d}" if "n" in params else
-            f"{params['beam_width']:2d} x 4  " if "beam_width" in params else "        ")
+            f"{params['beam_width']:2d} x 4  " if "beam_width" in params else
+            f"pace {'on ' if params['pace'] else 'off'}" if "pace" in params else "        ")
     cap = f"cap {budget:8.2e}/puzzle" if budget is not None else "uncapped          "
     say(f"  {strategy:16s} {size} {cap}: accuracy {row['accuracy']:6.1%}, spent "
         f"{row['flops']:9.3e} FLOPs ({row['flops'] / len(problems):8.2e}/puzzle), "
@@ -135,11 +138,13 @@ def main() -> None:
     p.add_argument("--ns", default=None, help="best-of-N sizes, comma-separated (e.g. 4,16,64)")
     p.add_argument("--limit", type=int, default=None, help="only the first N puzzles")
     p.add_argument("--searches", default=",".join(SEARCHES),
-                   help=f"searches to measure, comma-separated (default: {','.join(SEARCHES)})")
+                   help=f"searches to measure, comma-separated, '' for none (default: {','.join(SEARCHES)})")
     p.add_argument("--capped-best-of-n", action="store_true",
                    help="also run best-of-N under the search caps (N = 1,024, the sweep's way)")
+    p.add_argument("--capped-beam", action="store_true",
+                   help="also run the 5 x 4 beam under the search caps, paced and not")
     args = p.parse_args()
-    searches = tuple(args.searches.split(","))
+    searches = tuple(s for s in args.searches.split(",") if s)
     unknown = sorted(set(searches) - set(SEARCHES))
     if unknown:
         p.error(f"--searches: unknown {unknown}; valid: {', '.join(SEARCHES)}")
@@ -170,6 +175,10 @@ def main() -> None:
     if args.capped_best_of_n:
         say("best-of-N the sweep's way (N = 1,024 under a per-puzzle cap):")
         rows += [cell("best_of_n", b, problems, args.model_path) for b in budgets]
+    if args.capped_beam:
+        say("beam 5 x 4 under the per-puzzle caps, paced (pace: true) and not:")
+        rows += [cell("beam", b, problems, args.model_path, pace=pace)
+                 for b in budgets for pace in (True, False)]
     best = min((r for r in ratios.values() if r is not None), default=None)
     say(f"best ratio {best if best is None else round(best, 3)}: "
         f"{'meets' if best is not None and best <= GOAL else 'MISSES'} the goal of <= {GOAL}")
