@@ -191,7 +191,6 @@ class LevelSearch:
             return
         self._expand(widths)
 
-
     def _paced(self, widths: dict[int, int]) -> dict[int, int]:
         """``widths`` narrowed to what the cap has left (module docstring); unchanged if it fits."""
         strategy = self.strategy
@@ -217,20 +216,23 @@ class LevelSearch:
         per_sample = spent / self._asked if self._asked else None  # what a sample really cost so far
         rate = min(1.0, spent / reserved) if reserved else 1.0  # spent over reserved so far
 
-        def worst(total: int) -> tuple[int, int]:  # this level's (generation, scoring) worst cases
-            generate = score = 0
+        def worst(total: int) -> tuple[int, int, int]:
+            """This level's worst cases: (generation, scoring, one request's scoring at most)."""
+            generate = score = most = 0
             for node, n in spread(total, nodes).items():
-                both = costs.expand(prefixes[node], n, max_new)
-                alone = costs.expand(prefixes[node], n, max_new, scored=False)
-                generate += alone + sum(costs.expand(prefixes[node], n, max_new, step, scored=False)
-                                        for step in range(1, self.lookahead + 1))
-                score += both - alone
-            return generate, score
+                generate += sum(costs.expand(prefixes[node], n, max_new, step, scored=False)
+                                for step in range(self.lookahead + 1))  # the step, its rollout
+                ahead = self.lookahead  # scored paths carry their rollout tails
+                follow = (costs.expand(prefixes[node], n, max_new, ahead)
+                          - costs.expand(prefixes[node], n, max_new, ahead, scored=False))
+                score, most = score + follow, max(most, follow)
+            return generate, score, most
 
         def fits(total: int) -> bool:
-            generate, score = worst(total)
-            # The expansions are reserved together, the scoring once they settled.
-            if generate > left or score + rate * generate > left:
+            generate, score, most = worst(total)
+            # The scheduler reserves the expansions one by one, each with room to score its
+            # own samples; the scoring comes once they settled (at ``rate``).
+            if generate + most > left or score + rate * generate > left:
                 return False
             if per_sample is None:  # the first level: no spending to go by yet
                 return True
