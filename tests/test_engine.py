@@ -10,19 +10,22 @@ every answer checked by the task's verifier.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from ponder.cluster.engine import problem_seed, run_inprocess
-from ponder.cluster.results import read_results
+from ponder.cluster.engine import problem_seed, run_inprocess, token_bound
+from ponder.cluster.results import ProblemRecord, TokenCounts, read_results
 from ponder.config import load_config
 from ponder.search import iter_strategies
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedVerifier
+from ponder.search.tree import Node
 from ponder.tasks.base import Problem, Task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,6 +139,36 @@ def test_same_seed_same_results_and_other_seed_differs(tmp_path):
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
     assert problem_seed(3, 0) != problem_seed(3, 1) != problem_seed(4, 0)
+
+
+def test_result_lines_are_the_records_as_dicts(tmp_path):
+    record = ProblemRecord(
+        id="7", problem="q", answer="1 + 1", trace=["a", "b"], correct=True, score=0.5, flops=30,
+        budget_flops=None, flops_by_model={"generator": 20, "verifier": 10}, stop_reason="done",
+        tokens={"generator": TokenCounts(5, 2, 3), "verifier": TokenCounts(4, 1, 0)},
+        num_nodes=3, search={"num_levels": 2})
+    assert list(record.to_dict().items()) == list(asdict(record).items())
+
+
+def test_token_bound_counts_utf8_bytes():
+    for text in ("", "1 + 2 = 3\n", "√9 × 8 = 24", "emoji \U0001F600"):
+        assert token_bound(2, text) == len(text.encode("utf-8")) + 2
+
+
+def test_a_finished_job_frees_its_trees_without_the_cycle_collector(tmp_path):
+    # Full collections stall the engine loop; finished trees must not wait for one.
+    task, problems, gen, ver = scripted_job()
+    config = inprocess_config("beam", SMALL_PARAMS["beam"])
+    gc.collect()
+    frozen = gc.get_freeze_count()
+    gc.disable()
+    try:
+        run_inprocess(config, problems, tmp_path, gen, ver, task=task)
+        nodes = sum(isinstance(o, Node) for o in gc.get_objects())
+    finally:
+        gc.enable()
+    assert nodes <= len(problems)  # at most each cleared tree's fresh root
+    assert gc.get_freeze_count() == frozen  # the loop's frozen heap is handed back
 
 
 class FailingVerifier(ScriptedVerifier):

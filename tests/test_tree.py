@@ -63,6 +63,12 @@ def test_score_and_terminals():
     assert tree.terminals() == [tree[5]]
 
 
+def test_clear_leaves_a_fresh_root():
+    tree = _small_tree()
+    tree.clear()
+    assert len(tree) == 1 and tree.root.children == [] and tree.prefix(0) == tree.prompt
+
+
 def test_hundred_thousand_nodes_fit_in_modest_memory():
     rng = random.Random(0)
     tracemalloc.start()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -49,7 +48,8 @@ def problem_seed(job_seed: int, index: int) -> int:
 
 def token_bound(slack: int, text: str) -> int:
     """One token per UTF-8 byte plus ``slack`` specials: an upper bound for char and byte-BPE tokenizers."""
-    return len(text.encode("utf-8")) + slack
+    # isascii() is O(1) (CPython keeps the flag), and ASCII text has a byte a character.
+    return (len(text) if text.isascii() else len(text.encode("utf-8"))) + slack
 
 
 class JobRunner:
@@ -233,14 +233,16 @@ class JobRunner:
         for answer in self.scheduler.pop_finished():
             strategy = self.active.pop(answer.problem_id)
             record = self._record(answer)
-            self._results.write(json.dumps(asdict(record)) + "\n")
+            line = record.to_dict()
+            self._results.write(json.dumps(line) + "\n")
             self._results.flush()
-            self.state.finished[answer.problem_id] = asdict(record)
+            self.state.finished[answer.problem_id] = line
             self.totals.add(record)
             problem = self.problems[answer.problem_id]
             self.traces.record(strategy.tree, problem.problem,
                                lambda a, p=problem: self.task.verify(p, a), record.answer,
                                record.correct)
+            strategy.tree.clear()  # recorded: nothing reads it again (checkpoints hold active ones)
             if self.on_finish is not None:
                 self.on_finish(record)
 

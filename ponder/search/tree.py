@@ -109,16 +109,26 @@ class Tree:
 
     def path(self, node_id: int) -> list[Node]:
         """Nodes from the first step to ``node_id`` (the root excluded)."""
+        nodes = self.nodes
         out = []
-        node = self.nodes[node_id]
+        node = nodes[node_id]
         while node.parent_id >= 0:
             out.append(node)
-            node = self.nodes[node.parent_id]
+            node = nodes[node.parent_id]
         out.reverse()
         return out
 
     def steps(self, node_id: int) -> list[str]:
-        return [n.text for n in self.path(node_id)]
+        """Step texts from the first step to ``node_id``."""
+        # Walked for every request and every scored path: this skips path()'s node list.
+        nodes = self.nodes
+        out = []
+        node = nodes[node_id]
+        while node.parent_id >= 0:
+            out.append(node.text)
+            node = nodes[node.parent_id]
+        out.reverse()
+        return out
 
     def prefix(self, node_id: int) -> str:
         """The text a generator continues from to expand ``node_id``."""
@@ -145,3 +155,11 @@ class Tree:
 
     def prefix_id(self, node_id: int) -> str:
         return f"{self.problem_id}:{node_id}"
+
+    def clear(self) -> None:
+        """Drop every node but a fresh root: a finished problem's tree, once it is recorded.
+
+        Its strategy may live on in a reference cycle until a full garbage collection;
+        its nodes then go at once instead of with it.
+        """
+        self.nodes = [Node(0, -1, "", 0)]
