@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import platform
@@ -167,6 +168,31 @@ def busy_seconds(pool: Any) -> list[float]:
 
 # -- timed runs -------------------------------------------------------------------------
 
+class GcPauses:
+    """Records this process's garbage collections while active: ``with GcPauses() as pauses:``."""
+
+    def __init__(self):
+        self.pauses: list[tuple[int, float]] = []  # (generation, seconds) per collection
+        self._start = 0.0
+
+    def __enter__(self) -> "GcPauses":
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._start))
+
+    def full(self) -> list[float]:
+        """Seconds of each full (oldest-generation) collection."""
+        return [s for generation, s in self.pauses if generation == 2]
+
+
 @dataclass
 class Run:
     """One timed ``Engine.run``: wall and driver CPU seconds, the summary and per-problem lines."""
@@ -175,11 +201,17 @@ class Run:
     cpu_s: float  # CPU time of this (driver) process during the run
     summary: dict[str, Any]
     lines: list[dict[str, Any]] = field(default_factory=list)
+    gc_full_s: list[float] = field(default_factory=list)  # the driver's full collections, seconds each
 
     @property
     def num_expansions(self) -> int:
         """Nodes the trees grew (every node but the roots): one per sample the search kept."""
         return sum(line["num_nodes"] for line in self.lines) - len(self.lines)
+
+    @property
+    def cpu_us_per_expansion(self) -> float:
+        """Driver CPU microseconds per node expansion."""
+        return 1e6 * self.cpu_s / max(self.num_expansions, 1)
 
     @property
     def generated_tokens(self) -> int:
@@ -200,7 +232,8 @@ def timed_run(engine: Engine, problems: Sequence[Problem], profile: Any = None) 
         if profile is not None:
             profile.enable()
         try:
-            summary = engine.run(problems, out, progress=False)
+            with GcPauses() as pauses:
+                summary = engine.run(problems, out, progress=False)
         finally:
             if profile is not None:
                 profile.disable()
@@ -208,7 +241,7 @@ def timed_run(engine: Engine, problems: Sequence[Problem], profile: Any = None) 
         lines = read_results(out)
     if summary["num_problems"] != len(problems):
         raise RuntimeError(f"the engine finished {summary['num_problems']} of {len(problems)} problems")
-    return Run(wall, cpu, summary, lines)
+    return Run(wall, cpu, summary, lines, pauses.full())
 
 
 def run_once(config: Config, task: Task, problems: Sequence[Problem], **engine_kwargs: Any) -> Run:

@@ -68,7 +68,9 @@ def measure(mode: str, num_problems: int, repeats: int, profile: bool) -> dict:
             runs.append(timed_run(engine, problems))
             run = runs[-1]
             say(f"  {mode:9s} repeat {i + 1}: {run.num_expansions:,} expansions in {run.wall_s:.2f} s "
-                f"= {run.num_expansions / run.wall_s:,.0f}/s (driver CPU {run.cpu_s:.2f} s)")
+                f"= {run.num_expansions / run.wall_s:,.0f}/s (driver CPU {run.cpu_s:.2f} s, "
+                f"{run.cpu_us_per_expansion:.1f} us an expansion; {len(run.gc_full_s)} full GCs, "
+                f"{sum(run.gc_full_s):.2f} s)")
         rates = [r.num_expansions / r.wall_s for r in runs]
         per_cpu = median([r.num_expansions / r.cpu_s for r in runs])
         result = {"expansions_per_s": median(rates), "repeats": [round(r) for r in rates],

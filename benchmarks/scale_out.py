@@ -36,8 +36,10 @@ Throughput is node expansions (samples added to trees) per wall second of
 ``Engine.run``; efficiency(k) = throughput(k) / (k * throughput(1)), medians over
 repeats of the throughputs. Also printed per k: the generator replicas' mean busy
 share (time inside calls / wall, from the actors' own counters), requests per
-call, seconds per call, and the driver's CPU share (if it nears 1, the driver,
-not the replicas, limits throughput). A replica's throughput is its busy share x
+call, seconds per call, the driver's CPU share (if it nears 1, the driver,
+not the replicas, limits throughput), its CPU per expansion, and its full
+garbage collections (each stalls the loop; one longer than the calls in flight
+a replica, 150 ms, leaves replicas idle). A replica's throughput is its busy share x
 requests a call / seconds a call x samples a request (the same at every k), so
 efficiency = busy-share ratio x requests-a-call ratio x call-time ratio. The first
 two are the engine's (``engine_efficiency`` in the JSON line); the third is the
@@ -96,7 +98,11 @@ def measure(k: int, problems_per_replica: int, repeats: int, max_in_flight_batch
                          "call_s": sum(gen_busy) / calls if calls else 0.0,
                          "verifier_busy": sum(ver_busy) / len(ver_busy) / run.wall_s,
                          "requests_per_call": requests / calls if calls else 0.0,
-                         "driver_cpu": run.cpu_s / run.wall_s, "load_avg": os.getloadavg()[0]})
+                         "driver_cpu": run.cpu_s / run.wall_s,
+                         "driver_us_per_expansion": run.cpu_us_per_expansion,
+                         "num_full_gc": len(run.gc_full_s), "full_gc_s": sum(run.gc_full_s),
+                         "max_full_gc_s": max(run.gc_full_s, default=0.0),
+                         "load_avg": os.getloadavg()[0]})
         setup_s = engine.setup_seconds
     out = {key: median([r[key] for r in rows]) for key in rows[0]}
     out["repeats"] = [round(r["throughput"]) for r in rows]
@@ -122,7 +128,9 @@ def main() -> None:
             say(f"  k={k:2d}: {r['throughput']:8,.0f} expansions/s in {r['wall_s']:.1f} s "
                 f"(setup {r['setup_s']:.0f} s); generator busy {r['generator_busy']:.0%}, "
                 f"{r['call_s'] * 1000:.1f} ms a call, verifier busy {r['verifier_busy']:.0%}, "
-                f"{r['requests_per_call']:.1f} requests a call, driver CPU {r['driver_cpu']:.0%}, "
+                f"{r['requests_per_call']:.1f} requests a call, driver CPU {r['driver_cpu']:.0%} "
+                f"({r['driver_us_per_expansion']:.0f} us an expansion), {r['num_full_gc']:.0f} full "
+                f"GCs ({r['full_gc_s']:.2f} s, longest {r['max_full_gc_s'] * 1000:.0f} ms), "
                 f"load average {r['load_avg']:.1f}; repeats {r['repeats']}")
     one = results[ks[0]]["throughput"]
     efficiency = {k: r["throughput"] / (k * one) for k, r in results.items()}
@@ -148,6 +156,8 @@ def main() -> None:
          generator_busy={str(k): r["generator_busy"] for k, r in results.items()},
          requests_per_call={str(k): r["requests_per_call"] for k, r in results.items()},
          driver_cpu={str(k): r["driver_cpu"] for k, r in results.items()},
+         driver_us_per_expansion={str(k): r["driver_us_per_expansion"] for k, r in results.items()},
+         full_gc_s={str(k): r["full_gc_s"] for k, r in results.items()},
          call_ms={str(k): 1000 * r["call_s"] for k, r in results.items()},
          engine_efficiency={str(k): f["busy"] * f["fill"] for k, f in factors.items()},
          load_avg={str(k): r["load_avg"] for k, r in results.items()},

@@ -160,7 +160,7 @@ def test_a_finished_job_frees_its_trees_without_the_cycle_collector(tmp_path):
     task, problems, gen, ver = scripted_job()
     config = inprocess_config("beam", SMALL_PARAMS["beam"])
     gc.collect()
-    frozen = gc.get_freeze_count()
+    frozen, threshold = gc.get_freeze_count(), gc.get_threshold()
     gc.disable()
     try:
         run_inprocess(config, problems, tmp_path, gen, ver, task=task)
@@ -168,7 +168,8 @@ def test_a_finished_job_frees_its_trees_without_the_cycle_collector(tmp_path):
     finally:
         gc.enable()
     assert nodes <= len(problems)  # at most each cleared tree's fresh root
-    assert gc.get_freeze_count() == frozen  # the loop's frozen heap is handed back
+    # The job's collector settings end with the job.
+    assert gc.get_freeze_count() == frozen and gc.get_threshold() == threshold
 
 
 class FailingVerifier(ScriptedVerifier):

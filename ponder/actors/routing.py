@@ -73,15 +73,16 @@ class Router:
         """
         assert free, "route() needs at least one free replica"
         votes: dict[int, int] = {}  # replica index -> requests of the batch whose problem lives there
-        problems = {problem_of(r.prefix_id) for r in batch} - {None}
-        for request in batch:
-            home = self._home.get(problem_of(request.prefix_id))
+        problems = [problem_of(r.prefix_id) for r in batch]
+        for problem in problems:
+            home = self._home.get(problem)
             if home is not None:
                 votes[home] = votes.get(home, 0) + 1
         home = max(votes, key=lambda i: (votes[i], -i)) if votes else None
         replica = self._choose(home, {r: r.num_requests for r in free})
-        for problem in problems:
-            self._remember(problem, replica.index)
+        for problem in dict.fromkeys(problems):
+            if problem is not None:
+                self._remember(problem, replica.index)
         return {replica: list(batch)}
 
     def _choose(self, home_index: int | None, load: dict[Replica, int]) -> Replica:

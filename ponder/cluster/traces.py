@@ -63,16 +63,20 @@ def tree_record(tree: Tree, verify: Callable[[str | None], bool | None], *, prob
         A JSON-able dict: the tree's nodes as ``[parent_id, text, score, status, answer,
         visits, value_sum]`` rows and ``verdicts``, answer -> right/wrong/unknown.
     """
-    nodes = [[n.parent_id, n.text, n.score, int(n.status), n.answer, n.visits, n.value_sum]
-             for n in tree.nodes]
+    # One pass, no properties: the engine loop records a tree for every problem it finishes.
+    terminal = NodeStatus.TERMINAL
+    nodes = []
     verdicts: dict[str, bool | None] = {}  # answer text -> task's verdict
     terminal_none = None
     for node in tree.nodes:
-        if node.status == NodeStatus.TERMINAL:
-            if node.answer is None:
+        scores, status, answer = node.scores, node.status, node.answer
+        nodes.append([node.parent_id, node.text, scores[-1] if scores else None, int(status),
+                      answer, node.visits, node.value_sum])
+        if status == terminal:
+            if answer is None:
                 terminal_none = verify(None)
-            elif node.answer not in verdicts:
-                verdicts[node.answer] = verify(node.answer)
+            elif answer not in verdicts:
+                verdicts[answer] = verify(answer)
     return {"problem_id": tree.problem_id, "problem": problem, "prompt": tree.prompt,
             "delimiter": tree.delimiter, "model": model, "verifier": verifier, "strategy": strategy,
             "nodes": nodes, "verdicts": verdicts, "no_answer_verdict": terminal_none,
