@@ -92,20 +92,25 @@ def test_job_pool_goes_to_medium_then_hard_then_easy_after_all_reported():
     assert budget.remaining("hopeless") == 0
 
 
-def test_phase2_is_sized_by_what_the_probe_reserved_not_by_what_it_spent():
-    def decide(worst_case):
+def test_phase2_is_sized_by_reservations_but_a_paced_beam_by_spend():
+    def decide(worst_case, best_score):
         budget = budget_with(["m"], flops_per_problem=10**6)
         budget.settle(budget.reserve("m", 100_000), 50_000)  # a probe half served from cache
         allocator = Allocator(budget)
         allocator.register("m")
-        report = estimate("m", 0.4, 0.85)
+        report = estimate("m", 0.4, best_score)
         report.spent, report.worst_case = 50_000, worst_case
         allocator.report(report)
         return allocator.decision("m")
 
-    by_spent, by_worst = decide(0), decide(100_000)  # 0: unknown, falls back to spent
-    assert by_spent.strategy == by_worst.strategy == "beam" and by_spent.grant == by_worst.grant
+    # hard -> dvts, which does not pace itself: sized by what the probe reserved
+    by_spent, by_worst = decide(0, 0.35), decide(100_000, 0.35)  # 0: unknown, falls back to spent
+    assert by_spent.strategy == by_worst.strategy == "dvts" and by_spent.grant == by_worst.grant
     assert by_worst.num_samples == pytest.approx(by_spent.num_samples / 2, abs=1)
+    # medium -> beam, which narrows to its cap: sized by what the probe spent
+    by_spent, by_worst = decide(0, 0.85), decide(100_000, 0.85)
+    assert by_spent.strategy == by_worst.strategy == "beam"
+    assert by_worst.num_samples == by_spent.num_samples > 0
 
 
 def test_a_problem_that_leaves_does_not_hold_up_the_others():

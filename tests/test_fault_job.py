@@ -170,6 +170,7 @@ def solve_args(out: Path, *extra: str) -> list[str]:
             "--set", "generator.num_cpus=0.25", "--set", "verifier.num_cpus=0.25",
             "--set", "search.strategy=beam", "--set", "search.params.beam_width=2",
             "--set", "search.params.expansion_factor=2",
+            "--set", "search.params.pace=false",  # the spend SOLVE_TOTAL is sized for is unpaced
             "--set", f"budget.flops_per_problem={PER_PROBLEM}",
             "--set", f"budget.flops_total={SOLVE_TOTAL}",
             "--set", "ray.runtime_env=" + json.dumps({"env_vars": {"PYTHONPATH": TESTS_DIR}}),
