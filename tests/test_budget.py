@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ponder.search.budget import (BudgetError, BudgetManager, actual_flops, default_token_bound,
+from ponder.search.budget import (BudgetError, BudgetManager, StepCosts, actual_flops, default_token_bound,
                                   worst_case_flops, worst_case_tokens)
 from ponder.search.flops import ModelSpec, flops
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
@@ -37,6 +37,16 @@ def test_generate_worst_case_counts_a_shared_prompt_once():
     # A prompt computed once and cached for the rest still settles under that reservation.
     result = _gen_result(0, num_prompt=3 * 5, num_cached=2 * 5, num_generated=30)
     assert actual_flops(request, result, once) <= worst_case_flops(request, once)
+
+
+def test_step_costs_price_a_step_as_its_reservation():
+    for once in (False, True):
+        costs = StepCosts(replace(SPEC, prompt_once=once), SPEC)
+        request = GenerateRequest(0, prefix="abcd", n=3, max_new_tokens=10)
+        prompt = costs.token_bound("abcd")
+        assert costs.generate(prompt, 3, 10) == worst_case_flops(request, costs.generator)
+        # Scoring the 3 children: paths of at most the prompt plus one step, none cached.
+        assert costs.score(prompt, 3, 10) == 3 * flops(SPEC, prompt + 10, prompt + 10)
 
 
 def test_generate_actual_by_hand():

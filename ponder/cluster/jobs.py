@@ -32,7 +32,7 @@ from ponder.cluster.results import (CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, Pro
                                     RunTotals, TokenCounts)
 from ponder.cluster.rundir import read_job_problems, write_job_problems  # noqa: F401
 from ponder.cluster.traces import TraceRecorder
-from ponder.search.budget import BudgetManager
+from ponder.search.budget import BudgetManager, default_token_bound
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import GenerateRequest, Request, Result
 from ponder.search.scheduler import Plan, Scheduler
@@ -47,9 +47,8 @@ def problem_seed(job_seed: int, index: int) -> int:
 
 
 def token_bound(slack: int, text: str) -> int:
-    """One token per UTF-8 byte plus ``slack`` specials: an upper bound for char and byte-BPE tokenizers."""
-    # isascii() is O(1) (CPython keeps the flag), and ASCII text has a byte a character.
-    return (len(text) if text.isascii() else len(text.encode("utf-8"))) + slack
+    """``default_token_bound`` with ``budget.token_bound_slack`` specials (slack first, for partial)."""
+    return default_token_bound(text, slack)
 
 
 class JobRunner:

@@ -28,14 +28,15 @@ MODELS: tuple[str, ...] = ("generator", "verifier")
 TOKEN_BOUND_SLACK = 16  # specials a tokenizer may add (BOS, EOS, chat markers)
 
 
-def default_token_bound(text: str) -> int:
+def default_token_bound(text: str, slack: int = TOKEN_BOUND_SLACK) -> int:
     """An upper bound on the tokens of ``text`` for char-level and byte-level BPE tokenizers.
 
     Byte-level BPE starts from one token per UTF-8 byte and merges only shorten
-    that; a char-level tokenizer has at most one token per byte too. The slack
+    that; a char-level tokenizer has at most one token per byte too. The ``slack``
     covers special tokens.
     """
-    return len(text.encode("utf-8")) + TOKEN_BOUND_SLACK
+    # isascii() is O(1) (CPython keeps the flag), and ASCII text has a byte a character.
+    return (len(text) if text.isascii() else len(text.encode("utf-8"))) + slack
 
 
 def score_path_text(prompt: str, steps: list[str]) -> str:
@@ -43,14 +44,20 @@ def score_path_text(prompt: str, steps: list[str]) -> str:
     return "\n".join([prompt, *steps])
 
 
+def sample_tokens(prompt: int, max_new_tokens: int, prompt_once: bool) -> tuple[int, int, int]:
+    """``(prompt tokens, tokens a sample, per-token context)`` of ``n`` samples from a prompt bound.
+
+    The samples compute ``prompt + n * per_sample`` tokens: with ``prompt_once`` the
+    ``prompt`` bound once and ``max_new_tokens`` a sample, otherwise ``prompt +
+    max_new_tokens`` a sample. Each token attends to at most ``prompt + max_new_tokens``.
+    """
+    context = prompt + max_new_tokens
+    return (prompt, max_new_tokens, context) if prompt_once else (0, context, context)
+
+
 def generate_tokens(request: GenerateRequest, token_bound: TokenBound = default_token_bound,
                     prompt_once: bool = False) -> tuple[int, int, int]:
-    """``(prompt tokens, tokens a sample, per-token context)`` a generate request can cost at most.
-
-    Its ``n`` samples compute ``prompt + n * per_sample`` tokens: with ``prompt_once``
-    the prompt bound ``P = token_bound(prefix)`` once and ``max_new_tokens`` a sample,
-    otherwise ``P + max_new_tokens`` a sample. Each token attends to at most
-    ``P + max_new_tokens`` positions.
+    """``sample_tokens`` of a generate request, its prompt bounded by ``token_bound(prefix)``.
 
     Raises:
         ValueError: if ``n < 1`` or ``max_new_tokens < 0``.
@@ -59,11 +66,7 @@ def generate_tokens(request: GenerateRequest, token_bound: TokenBound = default_
         raise ValueError(f"GenerateRequest {request.request_id} needs n >= 1 and "
                          f"max_new_tokens >= 0, got n={request.n}, "
                          f"max_new_tokens={request.max_new_tokens}")
-    prompt = token_bound(request.prefix)
-    context = prompt + request.max_new_tokens
-    if prompt_once:
-        return prompt, request.max_new_tokens, context
-    return 0, context, context
+    return sample_tokens(token_bound(request.prefix), request.max_new_tokens, prompt_once)
 
 
 def worst_case_tokens(request: Request, token_bound: TokenBound = default_token_bound,
@@ -132,28 +135,24 @@ class StepCosts:
 
     The scheduler puts one on its ledger (``BudgetManager.step_costs``), so that a
     search can size itself to what its cap has left before it asks (beam search's
-    ``pace``). Token bounds come from ``token_bound`` as for reservations.
+    ``pace``). Prompts are token bounds, ``token_bound(text)`` as for reservations; a
+    step deeper adds at most ``max_new_tokens`` to one (an estimate with subword
+    tokenizers, whose bound counts bytes).
     """
 
     generator: ModelSpec
     verifier: ModelSpec
     token_bound: TokenBound = default_token_bound
 
-    def expand(self, prefix: str, n: int, max_new_tokens: int, steps_ahead: int = 0,
-               scored: bool = True) -> int:
-        """Worst-case FLOPs of sampling ``n`` steps from ``prefix`` and scoring their paths.
+    def generate(self, prompt: int, n: int, max_new_tokens: int) -> int:
+        """Worst-case FLOPs of sampling ``n`` steps from a prompt of at most ``prompt`` tokens."""
+        fixed, per_sample, context = sample_tokens(prompt, max_new_tokens, self.generator.prompt_once)
+        return flops(self.generator, fixed + n * per_sample, context)
 
-        Args:
-            steps_ahead: price a request that many steps deeper, each step adding at
-                most ``max_new_tokens`` tokens to the prefix (an estimate with subword
-                tokenizers, whose bound counts bytes).
-            scored: False: the generation alone (a rollout step).
-        """
-        prompt = self.token_bound(prefix) + max_new_tokens * steps_ahead
+    def score(self, prompt: int, n: int, max_new_tokens: int) -> int:
+        """Worst-case FLOPs of scoring ``n`` paths, each that prompt plus one step, nothing cached."""
         context = prompt + max_new_tokens
-        tokens = prompt + n * max_new_tokens if self.generator.prompt_once else n * context
-        cost = flops(self.generator, tokens, context)
-        return cost + flops(self.verifier, n * context, context) if scored else cost
+        return flops(self.verifier, n * context, context)
 
 
 class BudgetError(RuntimeError):

@@ -213,21 +213,21 @@ class LevelSearch:
             return widths
         tree, max_new = strategy.tree, strategy.params.max_step_tokens
         nodes = list(widths)  # best first: the policy ranked them
-        prefixes = {n: tree.prefix(n) for n in nodes}
+        prompts = {n: costs.token_bound(tree.prefix(n)) for n in nodes}  # token bounds
         depth = max(tree[n].depth for n in nodes)
         last = depth + 1 >= strategy.task.max_steps  # this level's children are the last
         spent, reserved = spent - self._before[0], reserved - self._before[1]
         per_sample = spent / self._asked if self._asked else None  # what a sample really cost so far
         rate = min(1.0, spent / reserved) if reserved else 1.0  # spent over reserved so far
+        tails = self.lookahead * max_new  # scored paths carry their rollout tails
 
         def worst(total: int) -> tuple[int, int]:  # this level's (generation, scoring) worst cases
             generate = score = 0
             for node, n in spread(total, nodes).items():
-                generate += sum(costs.expand(prefixes[node], n, max_new, step, scored=False)
+                prompt = prompts[node]
+                generate += sum(costs.generate(prompt + step * max_new, n, max_new)
                                 for step in range(self.lookahead + 1))  # the step, its rollout
-                ahead = self.lookahead  # scored paths carry their rollout tails
-                score += (costs.expand(prefixes[node], n, max_new, ahead)
-                          - costs.expand(prefixes[node], n, max_new, ahead, scored=False))
+                score += costs.score(prompt + tails, n, max_new)
             return generate, score
 
         def fits(total: int) -> bool:
