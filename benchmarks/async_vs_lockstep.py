@@ -66,15 +66,14 @@ noise. ``per-call`` with 4 replicas: 1.35x and 1.29x (bound 1.74x):
 the engine's verifier calls carry ~5 requests against lockstep's ~30, and each
 pays the 50 ms.
 
-``--what-if pack-queued`` (diagnostic): when a replica's slot frees, the pool merges
-the batches queued for it (FIFO) up to ``max_batch_requests`` into one call, instead
-of sending the oldest batch alone. It matters under ``per-call`` costs, where the
-engine's many small batches (a score request a tree, sent as soon as it is ready)
-each pay the full call cost. Measured with 4 replicas a role: ``per-call`` 1.35x ->
-1.66x (against ``fixed``), but ``linear`` 2.02x -> 1.92x (against ``even``): one
-slot takes the merged work that other replicas freeing a moment later would have
-shared. So it is not engine behaviour: it pays only where a call's fixed cost
-dominates, and would need to know that (a backend's cost model or a config switch).
+``--batch-wait S`` sets the engine's ``engine.batch_wait_s`` (default 0, as the
+engine's): an under-full batch waits up to S seconds in its pool, while the pool has a
+call in flight, for batches to merge with (within the batch limits). It matters under
+``per-call`` costs, where the engine's many small batches (a score request a tree,
+sent as soon as it is ready) each pay the full call cost. It replaces session 4's
+``--what-if pack-queued`` diagnostic (merge whatever is queued when a slot frees:
+``per-call`` 1.35x -> 1.66x, but ``linear`` 2.02x -> 1.92x), now that the pool knows
+each batch's token bound and merges only on request.
 """
 
 from __future__ import annotations
@@ -105,7 +104,7 @@ MIN_STEPS, MAX_STEPS = 2, 6
 SEED = 7
 
 
-def config_for(specs: list[dict], latency: str = "linear", replicas: int = 1):
+def config_for(specs: list[dict], latency: str = "linear", replicas: int = 1, batch_wait_s: float = 0.0):
     """``replicas`` generator and as many verifier replicas of the latency fakes, knowing ``specs``."""
     gen_latency, ver_latency = LATENCY[latency]
     cpus = 0.5 / replicas  # logical only (the fakes sleep): every replica fits a Ray of 2 CPUs
@@ -113,7 +112,8 @@ def config_for(specs: list[dict], latency: str = "linear", replicas: int = 1):
                      num_replicas=replicas, num_cpus=cpus)
     verifier = role(f"{FAKES}:ScriptedLatencyVerifier", {**ver_latency, "problems": specs, "seed": 1},
                     num_replicas=replicas, num_cpus=cpus)
-    return make_config("beam", BEAM, generator, verifier, mode="ray", engine=ENGINE, seed=SEED)
+    engine = dict(ENGINE, batch_wait_s=batch_wait_s)
+    return make_config("beam", BEAM, generator, verifier, mode="ray", engine=engine, seed=SEED)
 
 
 def lockstep(engine, problems, batching: str = "fixed") -> tuple[float, list[Answer]]:
@@ -165,21 +165,6 @@ def run_phase(pools, pool, requests: list[Request], batch_size: int,
         if pool.pop_failed():
             raise RuntimeError(f"lockstep: a request failed: {pool.last_error}")
     return results
-
-
-def pack_queued(pool, max_requests: int) -> None:
-    """What-if (diagnostic): ``pool`` merges its queued batches, FIFO, up to ``max_requests`` a call."""
-    def pump() -> None:
-        while pool._queue:
-            free = [r for r in pool._replicas if pool._free(r)]
-            if not free:
-                return
-            batch = pool._queue.popleft()
-            while pool._queue and len(batch) + len(pool._queue[0]) <= max_requests:
-                batch += pool._queue.popleft()
-            for replica, requests in pool._router.route(batch, free).items():
-                pool._send(replica, requests)
-    pool._pump = pump
 
 
 def counters(pools) -> list[tuple[int, int]]:
@@ -239,8 +224,8 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--latency", choices=sorted(LATENCY), default="linear",
                    help="latency model of the fakes (see the module docstring)")
-    p.add_argument("--what-if", choices=["pack-queued"], default=None,
-                   help="diagnostic: pools merge queued batches (see the module docstring)")
+    p.add_argument("--batch-wait", type=float, default=0.0,
+                   help="engine.batch_wait_s: seconds an under-full batch may wait for company")
     p.add_argument("--replicas", type=int, default=4,
                    help="generator replicas and as many verifier replicas (problems grow with them)")
     p.add_argument("--lockstep", choices=["fixed", "even"], default="even",
@@ -252,13 +237,10 @@ def main() -> None:
     gen_latency, ver_latency = LATENCY[args.latency]
     say(f"beam {BEAM} on {num_problems} scripted problems ({MIN_STEPS}-{MAX_STEPS} steps), latency "
         f"{args.latency}: generator {gen_latency}, verifier {ver_latency}, engine {ENGINE}, "
-        f"{args.replicas} replica(s) a role, lockstep batches {args.lockstep}, what-if {args.what_if}, "
+        f"{args.replicas} replica(s) a role, lockstep batches {args.lockstep}, batch wait {args.batch_wait} s, "
         f"{repeats} repeat(s)")
-    config = config_for(specs, args.latency, args.replicas)
+    config = config_for(specs, args.latency, args.replicas, args.batch_wait)
     with ray_session(num_cpus=2), ray_engine(config, ScriptedQATask()) as engine:
-        if args.what_if == "pack-queued":
-            for pool in engine.pools().all():
-                pack_queued(pool, ENGINE["max_batch_requests"])
         timed_run(engine, problems[:4])  # warm-up
         lockstep(engine, problems[:4], args.lockstep)
         rows = []
@@ -279,7 +261,7 @@ def main() -> None:
          repeats_speedup=[r["speedup"] for r in rows],
          **{key: mid[key] for key in ("engine_busy", "lockstep_busy", "engine_per_call",
                                       "lockstep_per_call")},
-         latency=args.latency, replicas=args.replicas, lockstep=args.lockstep, what_if=args.what_if,
+         latency=args.latency, replicas=args.replicas, lockstep=args.lockstep, batch_wait_s=args.batch_wait,
          accuracy=rows[0]["accuracy"], num_problems=num_problems, quick=args.quick)
 
 

@@ -14,9 +14,25 @@ The job: PRM beam search (beam width 4, expansion factor 4, 4 levels a tree) on
 same work, so start-up and tail of the job weigh the same at every k). Verifier:
 ``max(1, k // 4)`` replicas of ``ScriptedLatencyVerifier`` at 5 ms a call, enough
 that it never sets the pace (its busy share is printed). Engine settings:
-``max_batch_requests = 8``, ``max_in_flight_batches = 3`` (``--max-in-flight``);
-every replica takes 0.05 logical CPU so that 16 + 4 actors fit a local Ray of 2
-CPUs (this box).
+``max_batch_requests = 8``, ``max_in_flight_batches = 3`` (``--max-in-flight``),
+``batch_wait_s = 0.01`` (``--batch-wait``); every replica takes 0.05 logical CPU so
+that 16 + 4 actors fit a local Ray of 2 CPUs (this box).
+
+What limits k = 16 here is CPU: the driver, 20 actors and Ray share 2 cores (1.65-1.8
+of them busy), and a replica whose next call already waits in its queue still idles
+while its process waits for a core (actor-side gaps of 5-90 ms between calls, 5-7% of
+the job, measured with per-call logs while the driver's own view showed 2 calls queued
+at every replica). Two engine settings cut the CPU a call costs:
+
+- Ray's task events are off for replica calls (``engine.ray_task_events: false``, the
+  default): recording every call for the dashboard cost the driver ~30% more CPU a
+  call (actor-call microbenchmark: 212-268 against 140-147 us a submit). k = 16:
+  ~10,650 -> ~11,150 expansions/s.
+- ``batch_wait_s``: the verifier gets a score request a tree-level, so without it its
+  calls carry ~3.7 requests (~820 calls a k = 16 job); with 10 ms, under-full batches
+  wait for company while a call is in flight: ~465 calls of ~6.6. k = 16, five
+  alternating jobs in one Ray session, medians: 0 -> 10,875/s, 5 ms -> 11,011,
+  10 ms -> 11,083, 20 ms -> 11,120.
 
 Why 3 calls in flight a replica, not the engine's default 2: with 2, a replica
 runs one call while the next waits in its queue, so the driver has one call's
@@ -60,28 +76,29 @@ BATCH_LATENCY_S = 0.05  # every generator call, whatever its size
 VERIFIER_LATENCY_S = 0.005
 BEAM = {"beam_width": 4, "expansion_factor": 4}
 INSTANT_STEPS = 4
-ENGINE = {"max_batch_requests": 8, "max_in_flight_batches": 3}  # 3: see the module docstring
+ENGINE = {"max_batch_requests": 8, "max_in_flight_batches": 3,  # 3: see the module docstring
+          "batch_wait_s": 0.01}  # fuller verifier calls, fewer of them: see the module docstring
 REPLICA_CPUS = 0.05  # logical CPUs per actor: 16 + 4 replicas fit Ray's 2
 PROBLEMS_PER_REPLICA = 48
 
 
-def config_for(k: int, max_in_flight_batches: int = ENGINE["max_in_flight_batches"]):
-    """k generator replicas, max(1, k // 4) verifier replicas, on Ray."""
+def config_for(k: int, engine: dict | None = None):
+    """k generator replicas, max(1, k // 4) verifier replicas, on Ray; ``engine`` overrides ENGINE."""
     generator = role(f"{FAKES}:ScriptedLatencyGenerator",
                      {"instant_steps": INSTANT_STEPS, "batch_latency_s": BATCH_LATENCY_S},
                      num_replicas=k, num_cpus=REPLICA_CPUS)
     verifier = role(f"{FAKES}:ScriptedLatencyVerifier",
                     {"instant": True, "batch_latency_s": VERIFIER_LATENCY_S},
                     num_replicas=max(1, k // 4), num_cpus=REPLICA_CPUS)
-    engine = dict(ENGINE, max_in_flight_batches=max_in_flight_batches)
+    engine = dict(ENGINE, **(engine or {}))
     return make_config("beam", BEAM, generator, verifier, mode="ray", engine=engine)
 
 
-def measure(k: int, problems_per_replica: int, repeats: int, max_in_flight_batches: int) -> dict:
+def measure(k: int, problems_per_replica: int, repeats: int, engine_settings: dict) -> dict:
     """Throughput of ``repeats`` jobs with k generator replicas, plus what kept it there."""
     task, problems = ScriptedQATask(), instant_problems(problems_per_replica * k)
     rows = []
-    with ray_engine(config_for(k, max_in_flight_batches), task) as engine:
+    with ray_engine(config_for(k, engine_settings), task) as engine:
         pools = engine.pools()
         timed_run(engine, instant_problems(4 * k))  # warm-up: every replica has served
         for _ in range(repeats):
@@ -114,17 +131,19 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--max-in-flight", type=int, default=ENGINE["max_in_flight_batches"],
                    help="engine.max_in_flight_batches (calls in flight a replica)")
+    p.add_argument("--batch-wait", type=float, default=ENGINE["batch_wait_s"],
+                   help="engine.batch_wait_s (seconds an under-full batch may wait for company)")
     args = p.parse_args()
     ks = (1, 4, 16) if args.quick else (1, 2, 4, 8, 16)
     repeats = args.repeats or (1 if args.quick else 2)
     per_replica = PROBLEMS_PER_REPLICA // 2 if args.quick else PROBLEMS_PER_REPLICA
-    engine = dict(ENGINE, max_in_flight_batches=args.max_in_flight)
+    engine = dict(ENGINE, max_in_flight_batches=args.max_in_flight, batch_wait_s=args.batch_wait)
     say(f"beam {BEAM}, {per_replica} problems per generator replica, generator calls "
         f"{BATCH_LATENCY_S * 1000:.0f} ms each, engine {engine}, {repeats} repeat(s) per k")
     results = {}
     with ray_session(num_cpus=2):
         for k in ks:
-            results[k] = r = measure(k, per_replica, repeats, args.max_in_flight)
+            results[k] = r = measure(k, per_replica, repeats, engine)
             say(f"  k={k:2d}: {r['throughput']:8,.0f} expansions/s in {r['wall_s']:.1f} s "
                 f"(setup {r['setup_s']:.0f} s); generator busy {r['generator_busy']:.0%}, "
                 f"{r['call_s'] * 1000:.1f} ms a call, verifier busy {r['verifier_busy']:.0%}, "
@@ -162,7 +181,7 @@ def main() -> None:
          engine_efficiency={str(k): f["busy"] * f["fill"] for k, f in factors.items()},
          load_avg={str(k): r["load_avg"] for k, r in results.items()},
          batch_latency_s=BATCH_LATENCY_S, problems_per_replica=per_replica, repeats=repeats,
-         max_in_flight_batches=args.max_in_flight, quick=args.quick)
+         max_in_flight_batches=args.max_in_flight, batch_wait_s=args.batch_wait, quick=args.quick)
 
 
 if __name__ == "__main__":

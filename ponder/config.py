@@ -71,6 +71,8 @@ class EngineConfig:
     max_batch_requests: int = 32  # requests in one actor call
     max_batch_tokens: int = 16384  # worst-case tokens in one actor call
     max_in_flight_batches: int = 2  # per replica; more queue in the engine until one returns
+    batch_wait_s: float = 0.0  # an under-full batch may wait this long for company (Ray pools)
+    ray_task_events: bool = False  # Ray's per-call task events (dashboard task table) for replica calls
 
 
 @dataclass
@@ -295,6 +297,8 @@ def validate(config: Config) -> None:
     _positive("engine.max_batch_requests", e.max_batch_requests)
     _positive("engine.max_batch_tokens", e.max_batch_tokens)
     _positive("engine.max_in_flight_batches", e.max_in_flight_batches)
+    if not 0 <= e.batch_wait_s <= 1:
+        raise ConfigError(f"engine.batch_wait_s must be between 0 and 1 (seconds), got {e.batch_wait_s}")
     _choice("ray.mode", config.ray.mode, RAY_MODES)
     if config.ray.num_cpus is not None:
         _positive("ray.num_cpus", config.ray.num_cpus)

@@ -182,3 +182,25 @@ def test_a_pool_whose_replicas_all_died_for_good_says_so(runtime, tmp_path):
     finally:
         pool.shutdown()
         placement.remove()
+
+
+def test_a_batch_waiting_for_company_goes_when_its_wait_is_over(runtime, tmp_path):
+    pool, placement = build_pool(slow_cfg("verifier", tmp_path, num_replicas=1, delay_s=1.0),
+                                 "verifier", max_in_flight_batches=2, max_batch_requests=8,
+                                 batch_wait_s=0.2)
+    try:
+        first, second, third = score_batches(3, 2)
+        pool.dispatch(first, tokens=10)  # nothing in flight: goes at once (the call takes 1 s)
+        pool.dispatch(second, tokens=10)  # a call is in flight: waits for company
+        pool.dispatch(third, tokens=10)  # and gets some
+        assert pool.stats()["num_calls"] == 1 and pool.num_queued == 4
+        start = time.monotonic()
+        got = collect([pool], timeout=5)  # wakes when the wait is over, not at the first result
+        assert got == [] and time.monotonic() - start < 0.8
+        assert pool.stats()["num_calls"] == 2 and pool.num_queued == 0  # second + third, one call
+        got += drain(pool)
+        expected = ScriptedVerifier(PROBLEMS, seed=7).score(first + second + third)
+        assert sorted(got, key=lambda r: r.request_id) == expected
+    finally:
+        pool.shutdown()
+        placement.remove()

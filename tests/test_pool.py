@@ -9,6 +9,7 @@ failures and real actors are covered in test_actors.py and test_fault.py.
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 
@@ -142,3 +143,65 @@ def test_pool_arguments_are_checked():
         ReplicaPool([], "generate")
     with pytest.raises(ValueError, match="max_in_flight_batches"):
         ReplicaPool([RecordingHandle()], "generate", max_in_flight_batches=0)
+
+
+# -- under-full batches waiting for company (batch_wait_s) ------------------------------
+
+def sent(handles: list[RecordingHandle]) -> list[list[int]]:
+    """Request ids of every call, replica by replica, in the order they were sent."""
+    return [[r.request_id for r in batch] for h in handles for batch in h.calls]
+
+
+def ids(batch: list[GenerateRequest]) -> list[int]:
+    return [r.request_id for r in batch]
+
+
+def test_an_under_full_batch_waits_for_company_while_calls_are_in_flight():
+    pool, handles = make_pool(1, max_batch_requests=4, batch_wait_s=60)
+    a, b, c, d = reqs("a", 1), reqs("b", 1), reqs("c", 2), reqs("d", 1)
+    pool.dispatch(a, tokens=10)  # nothing in flight: it goes at once, under-full or not
+    pool.dispatch(b, tokens=10)  # a call is in flight: b waits for company
+    assert sent(handles) == [ids(a)]
+    assert pool.num_queued == 1 and pool.due() is not None
+    assert pool.has_capacity()  # what the engine dispatches now joins the waiting batch
+    pool.dispatch(c, tokens=20)  # 1 + 2 requests: still under 4, still waiting
+    assert sent(handles) == [ids(a)] and pool.num_queued == 3
+    pool.dispatch(d, tokens=10)  # full: the merged batch goes as one call
+    assert sent(handles) == [ids(a), ids(b) + ids(c) + ids(d)]
+    assert pool.num_queued == 0 and pool.due() is None
+    assert pool.stats()["num_calls"] == 2 and pool.stats()["num_batches"] == 4
+
+
+def test_a_waiting_batch_goes_when_its_wait_is_over():
+    pool, handles = make_pool(1, max_batch_requests=4, batch_wait_s=0.02)
+    pool.dispatch(reqs("a", 1), tokens=1)
+    b = reqs("b", 1)
+    pool.dispatch(b, tokens=1)
+    due = pool.due()
+    assert due is not None and pool.num_queued == 1
+    time.sleep(max(0.0, due - time.monotonic()) + 0.005)
+    assert pool.take(set()) == []  # what collect runs after its wait (bounded by due)
+    assert sent(handles)[-1] == ids(b) and pool.due() is None
+
+
+def test_batches_merge_only_within_the_batch_limits():
+    pool, handles = make_pool(1, max_batch_requests=4, max_batch_tokens=100, batch_wait_s=60)
+    pool.dispatch(reqs("a", 1), tokens=1)
+    b, c, d = reqs("b", 1), reqs("c", 1), reqs("d", 3)
+    pool.dispatch(b, tokens=60)
+    pool.dispatch(c, tokens=60)  # 120 tokens together: b cannot wait for c, so b goes
+    assert sent(handles)[-1] == ids(b)
+    assert pool.num_queued == 1  # c now waits alone
+    pool.dispatch(d, tokens=10)  # 1 + 3 requests: full
+    assert sent(handles)[-1] == ids(c) + ids(d)
+
+
+def test_nothing_waits_without_a_wait_or_without_token_counts():
+    pool, handles = make_pool(1, max_batch_requests=4)  # batch_wait_s = 0
+    pool.dispatch(reqs("a", 1), tokens=1)
+    pool.dispatch(reqs("b", 1), tokens=1)
+    assert len(sent(handles)) == 2
+    pool, handles = make_pool(1, max_batch_requests=4, batch_wait_s=60)
+    pool.dispatch(reqs("a", 1))
+    pool.dispatch(reqs("b", 1))  # no token count: the pool cannot tell what merging costs
+    assert len(sent(handles)) == 2 and pool.due() is None

@@ -18,6 +18,15 @@ replica that served it last, whose prefix cache holds its tree, unless that repl
 has no free slot or its load (in-flight requests) exceeds the least-loaded free
 replica's by ``affinity_margin``; otherwise it goes to the least-loaded free replica.
 
+Waiting for company (``batch_wait_s``, off at 0). Every call costs a replica and the
+driver a fixed overhead (Ray's ~0.5 ms of CPU a side; a GPU's pass over the weights),
+so an under-full batch that would only queue behind a call in flight may wait up to
+``batch_wait_s`` in the pool: batches dispatched meanwhile are merged into it, within
+``max_batch_requests`` and ``max_batch_tokens`` (``dispatch`` is told each batch's
+worst-case tokens; a batch without them never merges), and it goes when it is full,
+when no call of the pool is in flight any more, or when its wait is over (``due``:
+``collect`` wakes by then). Retries never merge: they are split on purpose.
+
 Failures. Each request comes back exactly once, from ``collect``, or once from
 ``pop_failed``. A call that fails because its actor died or became unreachable
 (``RayActorError``: ``ActorDiedError``, ``ActorUnavailableError``) puts its requests
@@ -50,6 +59,18 @@ class NoReplicasError(RuntimeError):
     """Every replica of a pool is dead for good and there is no factory to rebuild one."""
 
 
+class _Queued:
+    """A batch waiting in the pool for a free replica slot."""
+
+    __slots__ = ("requests", "tokens", "since", "mergeable")
+
+    def __init__(self, requests: list[Request], tokens: int | None, since: float, mergeable: bool):
+        self.requests = requests
+        self.tokens = tokens  # worst-case tokens (None: unknown, so nothing merges into it)
+        self.since = since  # when it was queued (the oldest part, after merges)
+        self.mergeable = mergeable  # False for retries, sent one request a call on purpose
+
+
 class _Call:
     __slots__ = ("replica", "requests")
 
@@ -71,11 +92,16 @@ class ReplicaPool:
             the least-loaded one before the problem moves.
         max_attempts: failed calls a request may take part in before it is given up.
         name: for messages and stats.
+        max_batch_requests, max_batch_tokens: the batch limits merged batches keep to
+            (the scheduler's); None for requests means batches never merge.
+        batch_wait_s: how long an under-full batch may wait for company (0: never).
     """
 
     def __init__(self, actors: Sequence[Any], method: str,
                  factory: Callable[[int], Any] | None = None, max_in_flight_batches: int = 2,
-                 affinity_margin: int = 16, max_attempts: int = 5, name: str = ""):
+                 affinity_margin: int = 16, max_attempts: int = 5, name: str = "",
+                 max_batch_requests: int | None = None, max_batch_tokens: int | None = None,
+                 batch_wait_s: float = 0.0):
         if not actors:
             raise ValueError(f"pool {name!r} needs at least one actor")
         if max_in_flight_batches < 1 or max_attempts < 1:
@@ -87,7 +113,11 @@ class ReplicaPool:
         self.max_in_flight_batches = max_in_flight_batches
         self.max_attempts = max_attempts
         self._replicas = [Replica(i, a) for i, a in enumerate(actors)]
-        self._queue: deque[list[Request]] = deque()  # batches waiting for a free slot
+        self.max_batch_requests = max_batch_requests
+        self.max_batch_tokens = max_batch_tokens
+        self.batch_wait_s = batch_wait_s
+        self._holding = False  # the queue's one batch waits for company (see _hold)
+        self._queue: deque[_Queued] = deque()  # batches waiting for a free slot
         self._calls: dict[ray.ObjectRef, _Call] = {}  # call ref -> what it carries
         self._probes: dict[ray.ObjectRef, Replica] = {}  # ping ref -> the replica it probes
         self._router = Router(self._replicas, affinity_margin)
@@ -100,12 +130,16 @@ class ReplicaPool:
 
     # -- the engine's side ------------------------------------------------------------
 
-    def dispatch(self, batch: list[Request]) -> None:
-        """Queue ``batch`` and send what fits now; results come back from ``collect``."""
+    def dispatch(self, batch: list[Request], tokens: int | None = None) -> None:
+        """Queue ``batch`` and send what fits now; results come back from ``collect``.
+
+        ``tokens`` (the batch's worst-case tokens, as the scheduler packed it) lets a
+        batch that waits in the queue take later ones in, up to the batch limits.
+        """
         if not batch:
             return
         self._outstanding.update(r.request_id for r in batch)
-        self._queue.append(list(batch))
+        self._queue.append(_Queued(list(batch), tokens, time.monotonic(), True))
         self._counts["num_batches"] += 1
         self._pump()
 
@@ -119,8 +153,8 @@ class ReplicaPool:
         return failed
 
     def has_capacity(self) -> bool:
-        """True if a batch dispatched now would be sent at once."""
-        return not self._queue and any(self._free(r) for r in self._replicas)
+        """True if a batch dispatched now would be sent at once (or join one waiting for company)."""
+        return (not self._queue or self._holding) and any(self._free(r) for r in self._replicas)
 
     def model_spec(self) -> ModelSpec:
         """The served model's ModelSpec, asked of a live replica (blocks)."""
@@ -140,7 +174,7 @@ class ReplicaPool:
     @property
     def num_queued(self) -> int:
         """Requests waiting in the pool for a free replica slot."""
-        return sum(map(len, self._queue))
+        return sum(len(q.requests) for q in self._queue)
 
     @property
     def num_replicas(self) -> int:
@@ -194,8 +228,13 @@ class ReplicaPool:
         return (replica.healthy and not replica.retired
                 and replica.num_batches < self.max_in_flight_batches)
 
+    def due(self) -> float | None:
+        """When a batch held back for company must go (``time.monotonic``), or None."""
+        return self._queue[0].since + self.batch_wait_s if self._holding else None
+
     def _pump(self) -> None:
         """Send queued batches while some replica has a free slot."""
+        self._holding = False
         while self._queue:
             free = [r for r in self._replicas if self._free(r)]
             if not free:
@@ -203,9 +242,47 @@ class ReplicaPool:
                     raise NoReplicasError(f"pool {self.name!r}: every replica is dead and none "
                                           f"can be rebuilt; last error: {self.last_error}")
                 return
-            batch = self._queue.popleft()
+            self._merge_head()
+            if self._hold():
+                self._holding = True
+                return
+            batch = self._queue.popleft().requests
             for replica, requests in self._router.route(batch, free).items():
                 self._send(replica, requests)
+
+    def _fits(self, head: _Queued, other: _Queued) -> bool:
+        return (head.mergeable and other.mergeable and head.tokens is not None
+                and other.tokens is not None and self.max_batch_requests is not None
+                and len(head.requests) + len(other.requests) <= self.max_batch_requests
+                and (self.max_batch_tokens is None
+                     or head.tokens + other.tokens <= self.max_batch_tokens))
+
+    def _merge_head(self) -> None:
+        """Fold the batches behind the queue's head into it while the batch limits allow."""
+        if self.batch_wait_s <= 0 or self.max_batch_requests is None:
+            return
+        head = self._queue[0]
+        while len(self._queue) > 1 and self._fits(head, self._queue[1]):
+            other = self._queue[1]
+            del self._queue[1]
+            head.requests += other.requests
+            head.tokens += other.tokens
+
+    def _hold(self) -> bool:
+        """Whether the queue's head should wait for more requests instead of going now.
+
+        Only a lone, under-full batch waits, for at most ``batch_wait_s``, and only while
+        the pool has calls in flight: the replicas have work meanwhile, and the loop
+        comes back here when one returns or the wait is over (``due``).
+        """
+        if self.batch_wait_s <= 0 or len(self._queue) != 1 or not self._calls:
+            return False
+        head = self._queue[0]
+        if not head.mergeable or head.tokens is None or self.max_batch_requests is None:
+            return False
+        if len(head.requests) >= self.max_batch_requests:
+            return False
+        return time.monotonic() - head.since < self.batch_wait_s
 
     def _send(self, replica: Replica, requests: list[Request]) -> None:
         ref = getattr(replica.handle, self.method).remote(requests)
@@ -256,7 +333,8 @@ class ReplicaPool:
                 retry.append(request)
         self._counts["num_redispatched"] += len(retry)
         batches = [[r] for r in retry] if isolate else [retry] if retry else []
-        self._queue.extendleft(reversed(batches))
+        now = time.monotonic()
+        self._queue.extendleft(reversed([_Queued(b, None, now, False) for b in batches]))
 
     def _give_up(self, request: Request) -> None:
         self._outstanding.discard(request.request_id)
@@ -326,6 +404,10 @@ def collect(pools: Sequence[Any], timeout: float | None = 0.0) -> list[Result]:
         if timeout and any(pool.num_in_flight for pool in pools):
             time.sleep(min(timeout, _PROBE_BACKOFF_S / 10))  # waiting for a probe to fall due
         return []
+    due = [d for d in (pool.due() for pool in pools) if d is not None]
+    if due:  # a batch held back for company must go by then (+1 ms: ray.wait counts whole ms)
+        left = max(0.0, min(due) - time.monotonic()) + 0.001
+        timeout = left if timeout is None else min(timeout, left)
     ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
     if ready:  # take everything else that is also done, without waiting
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)

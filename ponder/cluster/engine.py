@@ -83,6 +83,15 @@ class RayPools:
                 self._runtime.shutdown()
 
 
+def pool_options(config: Config) -> dict[str, Any]:
+    """``build_pools`` keyword arguments from ``config.engine``."""
+    engine = config.engine
+    return dict(max_in_flight_batches=engine.max_in_flight_batches,
+                max_batch_requests=engine.max_batch_requests,
+                max_batch_tokens=engine.max_batch_tokens, batch_wait_s=engine.batch_wait_s,
+                task_events=engine.ray_task_events)
+
+
 def build_ray_pools(config: Config, connect_ray: bool = True) -> RayPools:
     """Create the replica pools ``config`` names, connecting to (or starting) Ray first.
 
@@ -99,8 +108,7 @@ def build_ray_pools(config: Config, connect_ray: bool = True) -> RayPools:
 
         runtime = connect(config.ray)
     try:
-        pools = build_pools(config.generator, config.verifier,
-                            max_in_flight_batches=config.engine.max_in_flight_batches)
+        pools = build_pools(config.generator, config.verifier, **pool_options(config))
     except BaseException:
         if runtime is not None:
             runtime.shutdown()

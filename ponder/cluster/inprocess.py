@@ -38,7 +38,7 @@ class InProcessPool:
     def model_spec(self) -> ModelSpec:
         return self.backend.model_spec()
 
-    def dispatch(self, batch: list[Request]) -> None:
+    def dispatch(self, batch: list[Request], tokens: int | None = None) -> None:
         if batch:
             self._queue.append(list(batch))
 

@@ -49,8 +49,10 @@ class Pools:
 
 
 def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_margin: int = 16,
-               max_attempts: int = 5, max_restarts: int = -1,
-               timeout_s: float = 600.0) -> tuple[ReplicaPool, RolePlacement]:
+               max_attempts: int = 5, max_restarts: int = -1, timeout_s: float = 600.0,
+               task_events: bool = False, max_batch_requests: int | None = None,
+               max_batch_tokens: int | None = None,
+               batch_wait_s: float = 0.0) -> tuple[ReplicaPool, RolePlacement]:
     """Place and start one role's replicas and wrap them in a ReplicaPool.
 
     Args:
@@ -76,8 +78,9 @@ def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_
     remote_cls = ray.remote(actor_cls)
 
     def make(index: int) -> Any:
-        return remote_cls.options(max_restarts=max_restarts, max_task_retries=0,
-                                  name=None, **placement.options(index)).remote(spec)
+        return remote_cls.options(max_restarts=max_restarts, max_task_retries=0, name=None,
+                                  enable_task_events=task_events,
+                                  **placement.options(index)).remote(spec)
 
     actors = [make(i) for i in range(placement.res.num_replicas)]
     try:
@@ -92,7 +95,9 @@ def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_
         cause = str(e).strip().splitlines()[-1]  # the backend's exception, not Ray's traceback
         raise RuntimeError(f"{role} replica ({spec.name}) failed to start: {cause}") from e
     pool = ReplicaPool(actors, method, factory=make, max_in_flight_batches=max_in_flight_batches,
-                       affinity_margin=affinity_margin, max_attempts=max_attempts, name=role)
+                       affinity_margin=affinity_margin, max_attempts=max_attempts, name=role,
+                       max_batch_requests=max_batch_requests, max_batch_tokens=max_batch_tokens,
+                       batch_wait_s=batch_wait_s)
     return pool, placement
 
 

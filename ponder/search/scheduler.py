@@ -34,10 +34,16 @@ from ponder.search.strategies.base import Answer, Strategy
 
 @dataclass(slots=True)
 class Plan:
-    """What to dispatch now: batches of requests, each batch one actor call."""
+    """What to dispatch now: batches of requests, each batch one actor call.
+
+    ``generate_tokens[i]`` is the worst-case tokens of ``generate_batches[i]`` (likewise for
+    scores), so a pool may merge batches that wait without passing the batch limits.
+    """
 
     generate_batches: list[list[GenerateRequest]] = field(default_factory=list)
     score_batches: list[list[ScoreRequest]] = field(default_factory=list)
+    generate_tokens: list[int] = field(default_factory=list)
+    score_tokens: list[int] = field(default_factory=list)
 
     @property
     def num_requests(self) -> int:
@@ -126,16 +132,16 @@ class _Packer:
         self.max_requests = max_requests
         self.max_tokens = max_tokens
         self.batches: list[list] = []
-        self.tokens = 0  # worst-case tokens in the last batch
+        self.tokens: list[int] = []  # worst-case tokens of each batch
 
     def add(self, request: Request, tokens: int) -> None:
         last = self.batches[-1] if self.batches else None
-        if last is None or len(last) >= self.max_requests or self.tokens + tokens > self.max_tokens:
+        if last is None or len(last) >= self.max_requests or self.tokens[-1] + tokens > self.max_tokens:
             self.batches.append([request])
-            self.tokens = tokens
+            self.tokens.append(tokens)
         else:
             last.append(request)
-            self.tokens += tokens
+            self.tokens[-1] += tokens
 
 
 class Scheduler:
@@ -283,7 +289,7 @@ class Scheduler:
                 problem = self._problems[problem_id]
                 problem.strategy.stop("stalled")
                 self._finish_if_done(problem)
-        return Plan(generate.batches, score.batches)
+        return Plan(generate.batches, score.batches, generate.tokens, score.tokens)
 
     def _poll(self, problem: _Problem) -> None:
         strategy, problem_id = problem.strategy, problem.problem_id
