@@ -15,7 +15,8 @@ from ponder.actors import BackendSpec, GeneratorActor, VerifierActor, build_back
 from ponder.actors.factory import spec_from_config
 from ponder.cluster.pools import build_pool, build_pools
 from ponder.cluster.runtime import connect
-from ponder.search.messages import GenerateRequest, ScoreRequest
+from ponder.search.messages import (GenerateRequest, GenerateResult, ScoreRequest, ScoreResult,
+                                    pack, unpack)
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedVerifier
 
 PROBLEMS = tuple(ScriptedProblem(prompt=f"problem {i}?\n", answer=str(i), p_correct=0.6)
@@ -60,6 +61,34 @@ def test_actor_classes_answer_like_their_backend_in_process():
     assert VerifierActor(spec).score(scores) == ScriptedVerifier(PROBLEMS, seed=3).score(scores)
     info = GeneratorActor(spec).ping()
     assert (info.role, info.backend, info.pid, info.num_requests) == ("generator", "scripted", os.getpid(), 0)
+
+
+def test_packed_calls_answer_like_plain_ones():
+    spec = BackendSpec("scripted", dict(problems=PROBLEMS, seed=3))
+    requests, scores = gen_requests(0, 6), score_requests(0, 3)
+    assert unpack(GeneratorActor(spec).generate_packed(pack(requests))) == \
+        ScriptedGenerator(PROBLEMS, seed=3).generate(requests)
+    assert unpack(VerifierActor(spec).score_packed(pack(scores))) == \
+        ScriptedVerifier(PROBLEMS, seed=3).score(scores)
+
+
+def test_the_wire_format_round_trips_every_message_class():
+    batches = [
+        [GenerateRequest(1, "x", n=2, stop=("\n", "END"), seed=None, prefix_id="p:0"),
+         GenerateRequest(2, "y\u00e9", temperature=0.0, top_p=0.9, seed=7)],
+        [GenerateResult(3, ["a", ""], [[1, 2], []], [-0.5, -1e-9], 6, 3, 2, ["stop", "length"])],
+        [ScoreRequest(4, "q", [["s1", "s2"], []], prefix_id="p:1")],
+        [ScoreResult(5, [[0.25, 1.0], []], 9, 4)],
+        [],
+    ]
+    for batch in batches:
+        assert unpack(pack(batch)) == batch
+    assert unpack(pack(batches[0]))[0].stop == ("\n", "END")  # a tuple again, as sent
+    numpy = pytest.importorskip("numpy")
+    with_numpy = [GenerateResult(6, ["a"], [numpy.array([4, 5])], [numpy.float32(-1.5)], 1, 0, 1)]
+    assert unpack(pack(with_numpy))[0].token_ids == [[4, 5]]  # backends' numpy values go as plain data
+    with pytest.raises(TypeError, match="one message class"):
+        pack([batches[0][0], batches[1][0]])
 
 
 def test_a_temp_dir_too_long_for_ray_sockets_is_refused_before_starting():

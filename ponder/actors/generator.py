@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ponder.actors.factory import BackendSpec
 from ponder.actors.replica import BackendActor
-from ponder.search.messages import GenerateRequest, GenerateResult
+from ponder.search.messages import GenerateRequest, GenerateResult, pack, unpack
 
 
 class GeneratorActor(BackendActor):
@@ -26,3 +26,7 @@ class GeneratorActor(BackendActor):
             RuntimeError: if the backend returned a different number of results.
         """
         return self._run(self._backend.generate, requests)
+
+    def generate_packed(self, data: bytes) -> bytes:
+        """``generate`` on a batch in the wire format (``messages.pack``), as Ray pools call it."""
+        return pack(self.generate(unpack(data)))

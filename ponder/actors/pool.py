@@ -50,7 +50,7 @@ from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
 
 from ponder.actors.routing import Replica, Router
 from ponder.search.flops import ModelSpec
-from ponder.search.messages import Request, Result
+from ponder.search.messages import Request, Result, pack, unpack
 
 _PROBE_BACKOFF_S = 0.5  # wait before re-probing a replica that is still unreachable
 
@@ -95,13 +95,15 @@ class ReplicaPool:
         max_batch_requests, max_batch_tokens: the batch limits merged batches keep to
             (the scheduler's); None for requests means batches never merge.
         batch_wait_s: how long an under-full batch may wait for company (0: never).
+        packed: call ``<method>_packed`` with batches in the wire format (``messages.pack``)
+            instead of ``<method>`` with pickled lists: what the actors of ``build_pool`` do.
     """
 
     def __init__(self, actors: Sequence[Any], method: str,
                  factory: Callable[[int], Any] | None = None, max_in_flight_batches: int = 2,
                  affinity_margin: int = 16, max_attempts: int = 5, name: str = "",
                  max_batch_requests: int | None = None, max_batch_tokens: int | None = None,
-                 batch_wait_s: float = 0.0):
+                 batch_wait_s: float = 0.0, packed: bool = False):
         if not actors:
             raise ValueError(f"pool {name!r} needs at least one actor")
         if max_in_flight_batches < 1 or max_attempts < 1:
@@ -109,6 +111,7 @@ class ReplicaPool:
                              f"{max_in_flight_batches} and {max_attempts}")
         self.name = name or method
         self.method = method
+        self.packed = packed
         self.factory = factory
         self.max_in_flight_batches = max_in_flight_batches
         self.max_attempts = max_attempts
@@ -285,7 +288,10 @@ class ReplicaPool:
         return time.monotonic() - head.since < self.batch_wait_s
 
     def _send(self, replica: Replica, requests: list[Request]) -> None:
-        ref = getattr(replica.handle, self.method).remote(requests)
+        if self.packed:
+            ref = getattr(replica.handle, self.method + "_packed").remote(pack(requests))
+        else:
+            ref = getattr(replica.handle, self.method).remote(requests)
         self._calls[ref] = _Call(replica, requests)
         replica.num_requests += len(requests)
         replica.num_batches += 1
@@ -298,6 +304,8 @@ class ReplicaPool:
         call.replica.num_batches -= 1
         try:
             results = ray.get(ref)
+            if self.packed:
+                results = unpack(results)
         except RayTaskError as e:  # the backend raised: the replica itself is fine
             self._counts["num_failures"] += 1
             self.last_error = str(e).strip().splitlines()[-1]  # the backend's exception line

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ponder.actors.factory import BackendSpec
 from ponder.actors.replica import BackendActor
-from ponder.search.messages import ScoreRequest, ScoreResult
+from ponder.search.messages import ScoreRequest, ScoreResult, pack, unpack
 
 
 class VerifierActor(BackendActor):
@@ -26,3 +26,7 @@ class VerifierActor(BackendActor):
             RuntimeError: if the backend returned a different number of results.
         """
         return self._run(self._backend.score, requests)
+
+    def score_packed(self, data: bytes) -> bytes:
+        """``score`` on a batch in the wire format (``messages.pack``), as Ray pools call it."""
+        return pack(self.score(unpack(data)))

@@ -97,7 +97,7 @@ def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_
     pool = ReplicaPool(actors, method, factory=make, max_in_flight_batches=max_in_flight_batches,
                        affinity_margin=affinity_margin, max_attempts=max_attempts, name=role,
                        max_batch_requests=max_batch_requests, max_batch_tokens=max_batch_tokens,
-                       batch_wait_s=batch_wait_s)
+                       batch_wait_s=batch_wait_s, packed=True)
     return pool, placement
 
 
