@@ -12,11 +12,13 @@ a plain class over actor handles; the actors stay thin)::
 sent as calls return, during ``collect``. ``has_capacity()`` says whether a new batch
 would be sent at once, so the engine can hold its scheduler back instead.
 
-Routing (``routing.Router``). A batch is split by problem (``prefix_id`` is
-``"problem:node"``) into one sub-batch per chosen replica. A problem sticks to the
-replica that served it last, whose prefix cache holds its tree, unless that replica
-has no free slot or its load (in-flight requests) exceeds the least-loaded free
-replica's by ``affinity_margin``; otherwise it goes to the least-loaded free replica.
+Routing (``routing.Router``). A batch goes whole to one replica: the home of most of
+its problems (``prefix_id`` is ``"problem:node"``), the replica that served them last
+and whose prefix cache holds their trees, unless that replica has no free slot or its
+load (in-flight requests) exceeds the least-loaded free replica's by
+``affinity_margin``; otherwise the least-loaded free replica. With ``packed`` (as
+``build_pool`` makes pools) a call carries its batch as msgpack bytes
+(``messages.pack``) to the actor's ``<method>_packed``, cheaper than pickling.
 
 Waiting for company (``batch_wait_s``, off at 0). Every call costs a replica and the
 driver a fixed overhead (Ray's ~0.5 ms of CPU a side; a GPU's pass over the weights),
