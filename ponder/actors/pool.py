@@ -396,7 +396,8 @@ def collect(pools: Sequence[Any], timeout: float | None = 0.0) -> list[Result]:
 
     One ``ray.wait`` covers every pool, so the engine keeps generator and verifier
     busy at once. Returns as soon as something finished (possibly only a liveness
-    probe, so the list may be empty before the timeout); None waits indefinitely.
+    probe, so the list may be empty before the timeout) or a batch waiting for
+    company must go (``ReplicaPool.due``); None waits indefinitely.
 
     Args:
         pools: ReplicaPools (None entries are skipped).
