@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 from ponder.actors.factory import BackendSpec, build_backend
@@ -81,7 +82,10 @@ def _was_restarted() -> bool:
     try:
         import ray
         if ray.is_initialized():
-            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+            # Ray's own property reads its deprecated ``actor_id`` and warns in every actor's log.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except (ImportError, RuntimeError, AttributeError):
         pass
     return False
