@@ -64,13 +64,13 @@ class NoReplicasError(RuntimeError):
 class _Queued:
     """A batch waiting in the pool for a free replica slot."""
 
-    __slots__ = ("requests", "tokens", "since", "mergeable")
+    __slots__ = ("requests", "tokens", "since")
 
-    def __init__(self, requests: list[Request], tokens: int | None, since: float, mergeable: bool):
+    def __init__(self, requests: list[Request], tokens: int | None, since: float):
         self.requests = requests
-        self.tokens = tokens  # worst-case tokens (None: unknown, so nothing merges into it)
+        # Worst-case tokens; None (unknown, and for retries, split on purpose): never merges.
+        self.tokens = tokens
         self.since = since  # when it was queued (the oldest part, after merges)
-        self.mergeable = mergeable  # False for retries, sent one request a call on purpose
 
 
 class _Call:
@@ -144,7 +144,7 @@ class ReplicaPool:
         if not batch:
             return
         self._outstanding.update(r.request_id for r in batch)
-        self._queue.append(_Queued(list(batch), tokens, time.monotonic(), True))
+        self._queue.append(_Queued(list(batch), tokens, time.monotonic()))
         self._counts["num_batches"] += 1
         self._pump()
 
@@ -255,16 +255,18 @@ class ReplicaPool:
             for replica, requests in self._router.route(batch, free).items():
                 self._send(replica, requests)
 
+    def _merging(self) -> bool:
+        return self.batch_wait_s > 0 and self.max_batch_requests is not None
+
     def _fits(self, head: _Queued, other: _Queued) -> bool:
-        return (head.mergeable and other.mergeable and head.tokens is not None
-                and other.tokens is not None and self.max_batch_requests is not None
+        return (head.tokens is not None and other.tokens is not None
                 and len(head.requests) + len(other.requests) <= self.max_batch_requests
                 and (self.max_batch_tokens is None
                      or head.tokens + other.tokens <= self.max_batch_tokens))
 
     def _merge_head(self) -> None:
         """Fold the batches behind the queue's head into it while the batch limits allow."""
-        if self.batch_wait_s <= 0 or self.max_batch_requests is None:
+        if not self._merging():
             return
         head = self._queue[0]
         while len(self._queue) > 1 and self._fits(head, self._queue[1]):
@@ -280,14 +282,11 @@ class ReplicaPool:
         the pool has calls in flight: the replicas have work meanwhile, and the loop
         comes back here when one returns or the wait is over (``due``).
         """
-        if self.batch_wait_s <= 0 or len(self._queue) != 1 or not self._calls:
+        if not self._merging() or len(self._queue) != 1 or not self._calls:
             return False
         head = self._queue[0]
-        if not head.mergeable or head.tokens is None or self.max_batch_requests is None:
-            return False
-        if len(head.requests) >= self.max_batch_requests:
-            return False
-        return time.monotonic() - head.since < self.batch_wait_s
+        return (head.tokens is not None and len(head.requests) < self.max_batch_requests
+                and time.monotonic() - head.since < self.batch_wait_s)
 
     def _send(self, replica: Replica, requests: list[Request]) -> None:
         if self.packed:
@@ -344,7 +343,7 @@ class ReplicaPool:
         self._counts["num_redispatched"] += len(retry)
         batches = [[r] for r in retry] if isolate else [retry] if retry else []
         now = time.monotonic()
-        self._queue.extendleft(reversed([_Queued(b, None, now, False) for b in batches]))
+        self._queue.extendleft(reversed([_Queued(b, None, now) for b in batches]))
 
     def _give_up(self, request: Request) -> None:
         self._outstanding.discard(request.request_id)

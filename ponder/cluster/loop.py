@@ -31,9 +31,9 @@ def dispatch(runners: Sequence[Any], pools: Any) -> int:
         if plan.score_batches and pools.verifier is None:
             raise ValueError(f"strategy {runner.config.search.strategy!r} asks a verifier to "
                              f"score paths, but the config has no verifier (set verifier.backend)")
-        for batch, tokens in zip(plan.generate_batches, plan.generate_tokens):
+        for batch, tokens in zip(plan.generate_batches, plan.generate_tokens, strict=True):
             pools.generator.dispatch(batch, tokens)
-        for batch, tokens in zip(plan.score_batches, plan.score_tokens):
+        for batch, tokens in zip(plan.score_batches, plan.score_tokens, strict=True):
             pools.verifier.dispatch(batch, tokens)
         sent += plan.num_requests
     return sent
