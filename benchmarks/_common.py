@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/x.py` puts benchmarks/, not the repo, first
     sys.path.insert(0, str(REPO))
 
-from ponder.cluster.engine import Engine  # noqa: E402  (after the path fix above)
-from ponder.cluster.results import read_results  # noqa: E402
+from ponder.engine.engine import Engine  # noqa: E402  (after the path fix above)
+from ponder.engine.results import read_results  # noqa: E402
 from ponder.config import Config, load_config  # noqa: E402
 from ponder.tasks.base import Problem, Task  # noqa: E402
 
@@ -149,7 +149,7 @@ def ray_engine(config: Config, task: Task) -> Iterator[Engine]:
 
     Pools are built now (``engine.setup_seconds`` says how long) and shut down after.
     """
-    from ponder.cluster.engine import build_ray_pools
+    from ponder.cluster.pools import build_ray_pools
 
     start = time.monotonic()
     pools = build_ray_pools(config, connect_ray=False)

@@ -24,7 +24,7 @@ on 100 sequences costs about the same, and what counts is how full calls are.
 Generator and verifier cost the same in both, the case where overlapping them can
 give the most.
 
-- **engine**: ``Engine.run`` (``ponder.cluster.engine``): requests of every tree are
+- **engine**: ``Engine.run`` (``ponder.engine.engine``): requests of every tree are
   scheduled as they appear and both replicas work at the same time.
 - **lockstep** (search-and-learn style, its strongest form: every problem in one
   round): each round gathers the requests of every tree, generates for all of them
@@ -85,7 +85,7 @@ from _common import (FAKES, busy_seconds, emit, make_config, median, parser, ray
                      ray_session, role, say, timed_run)
 from _fakes import ScriptedQATask, scripted_problems
 
-from ponder.cluster.engine import problem_seed
+from ponder.engine.engine import problem_seed
 from ponder.search import get_strategy
 from ponder.search.messages import GenerateRequest, Request, Result
 from ponder.search.strategies.base import Answer, JobContext

@@ -42,7 +42,7 @@ import yaml
 from _common import REPO, emit, median, parser, ray_runtime_env, say, timed_run
 from _fakes import read_records
 
-from ponder.cluster.engine import Engine
+from ponder.engine.engine import Engine
 from ponder.config import load_config
 from ponder.tasks import game24
 

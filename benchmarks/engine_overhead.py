@@ -32,7 +32,7 @@ import pstats
 from _common import Run, emit, make_config, median, parser, role, say, timed_run, top_profile
 from _fakes import ScriptedQATask, instant_problems
 
-from ponder.cluster.engine import Engine
+from ponder.engine.engine import Engine
 
 GOAL = 20_000  # node expansions per second
 BEAM = {"beam_width": 4, "expansion_factor": 4}

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def ponder(*args: str) -> None:
     """Run one ponder command; stop the benchmark if it fails."""
-    command = [sys.executable, "-m", "ponder.cluster.cli", *args]
+    command = [sys.executable, "-m", "ponder.cli", *args]
     print("$ ponder " + " ".join(args), flush=True)
     start = time.time()
     subprocess.run(command, cwd=REPO, check=True)

@@ -14,13 +14,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {  # public name -> module that defines it
-    "solve": "ponder.cluster.cli",
+    "solve": "ponder.engine.solve",
     "load_config": "ponder.config",
     "Config": "ponder.config",
     "ConfigError": "ponder.config",
-    "Engine": "ponder.cluster.engine",
-    "run_job": "ponder.cluster.engine",
-    "run_inprocess": "ponder.cluster.engine",
+    "Engine": "ponder.engine.engine",
+    "run_job": "ponder.engine.engine",
+    "run_inprocess": "ponder.engine.engine",
     "Problem": "ponder.tasks.base",
     "get_task": "ponder.tasks",
     "load_problems": "ponder.tasks",

@@ -23,8 +23,8 @@ from _common import run_once, timed_run  # noqa: E402
 from _fakes import (ScriptedLatencyGenerator, ScriptedLatencyVerifier, ScriptedQATask,  # noqa: E402
                     instant_problems, scripted_problems)
 
-from ponder.cluster.engine import Engine  # noqa: E402
-from ponder.cluster.inprocess import InProcessPool, InProcessPools  # noqa: E402
+from ponder.engine.engine import Engine  # noqa: E402
+from ponder.engine.inprocess import InProcessPool, InProcessPools  # noqa: E402
 from ponder.search.messages import GenerateRequest, ScoreRequest  # noqa: E402
 from ponder.search.scripted import ScriptedGenerator, ScriptedVerifier  # noqa: E402
 

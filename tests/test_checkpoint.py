@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from ponder.cluster import checkpoint as ck
-from ponder.cluster.checkpoint import (Cadence, JobState, PonderCheckpointError, RequestIds,
+from ponder.engine import checkpoint as ck
+from ponder.engine.checkpoint import (Cadence, JobState, PonderCheckpointError, RequestIds,
                                        TrackedStrategy, load_job, read_checkpoint, read_records,
                                        save_job, write_checkpoint)
 from ponder.search.budget import BudgetManager
@@ -219,7 +219,7 @@ SCRIPTED_SOLVE = ["--set", "ray.mode=inprocess", "--set", "generator.backend=scr
     ("version", "format version 7, but this ponder reads version 1"),
 ])
 def test_ponder_solve_resume_names_a_broken_checkpoint_in_one_line(tmp_path, capsys, damage, message):
-    from ponder.cluster.cli import EXIT_USAGE, main
+    from ponder.cli import EXIT_USAGE, main
 
     out = tmp_path / "run"
     assert main(["solve", "--range", "0:2", "--out", str(out), *SCRIPTED_SOLVE]) == 0

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ponder.cluster.cli import EXIT_USAGE, main
-from ponder.cluster.results import read_results
+from ponder.cli import EXIT_USAGE, main
+from ponder.engine.results import read_results
 from ponder.search import iter_strategies
 from ponder.tasks import game24
 
@@ -28,7 +28,7 @@ SCRIPTED = [  # fake models that need no weights: generic steps, hash scores
 
 
 def ponder(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ponder.cluster.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "ponder.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -147,7 +147,7 @@ def test_import_ponder_stays_light():
 def test_progress_lines_when_not_a_terminal(tmp_path):
     import io
 
-    from ponder.cluster.progress import Progress
+    from ponder.engine.progress import Progress
 
     stream = io.StringIO()
     with Progress(4, "auto", interval_s=0.0, stream=stream) as progress:
@@ -288,7 +288,7 @@ def test_sweep_on_a_local_ray_runs_each_cell_once(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
     def sweep() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "ponder.cluster.cli", "sweep", "-c", str(sweep_file),
+        return subprocess.run([sys.executable, "-m", "ponder.cli", "sweep", "-c", str(sweep_file),
                                "-o", str(out), "--no-progress", *ray_args],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ponder.cluster.engine import problem_seed, run_inprocess, token_bound
-from ponder.cluster.results import ProblemRecord, TokenCounts, read_results
+from ponder.engine.engine import problem_seed, run_inprocess, token_bound
+from ponder.engine.results import ProblemRecord, TokenCounts, read_results
 from ponder.config import load_config
 from ponder.search import iter_strategies
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedVerifier
@@ -235,7 +235,8 @@ def ray_config(scripted: list, strategy: str = "beam", **budget):
 
 @pytest.mark.ray
 def test_engine_on_ray_actors_with_budget(ray_runtime, tmp_path):
-    from ponder.cluster.engine import Engine, build_ray_pools
+    from ponder.cluster.pools import build_ray_pools
+    from ponder.engine.engine import Engine
 
     task, problems, gen, _ = scripted_job(num_problems=6)
     cap = 5_000_000  # twice what these searches need: the cap is checked, not binding
@@ -261,7 +262,7 @@ def test_ponder_solve_joins_a_running_ray(ray_runtime, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "RAY_ADDRESS": ray_runtime.address}
     proc = subprocess.run(
-        [sys.executable, "-m", "ponder.cluster.cli", "solve", "--range", "0:4", "--out", str(out),
+        [sys.executable, "-m", "ponder.cli", "solve", "--range", "0:4", "--out", str(out),
          "--set", "generator.backend=scripted", "--set", "generator.kwargs.instant_steps=4",
          "--set", "verifier.backend=scripted", "--set", "verifier.kwargs.instant=true",
          "--set", "generator.num_cpus=0.5", "--set", "verifier.num_cpus=0.5",
@@ -291,7 +292,8 @@ def embedded_weights_missing() -> bool:
 @pytest.mark.ray
 @pytest.mark.skipif(embedded_weights_missing(), reason="embedded weights not shipped yet")
 def test_embedded_models_solve_easy_game24_puzzles(ray_runtime, tmp_path):
-    from ponder.cluster.engine import Engine, build_ray_pools
+    from ponder.cluster.pools import build_ray_pools
+    from ponder.engine.engine import Engine
     from ponder.tasks import game24, get_task
 
     task = get_task("game24")

@@ -66,7 +66,7 @@ def test_synthetic_paths_show_good_and_bad_states_at_every_depth():
 def test_flywheel_exact_target_labels_every_expanded_node(tmp_path):
     from test_traces import game24_tree, record_game24
 
-    from ponder.cluster.traces import read_traces
+    from ponder.engine.traces import read_traces
     from ponder.models.flywheel import training_paths, with_replay
 
     train, test = game24.train_puzzles()[:2], game24.puzzles_in_test_split()[:1]

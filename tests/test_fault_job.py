@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from ray.cluster_utils import Cluster
 
-from ponder.cluster.results import read_results
+from ponder.engine.results import read_results
 from ponder.cluster.runtime import connect
-from ponder.cluster.serve import EngineService
+from ponder.engine.service import EngineService
 from ponder.config import load_config
 
 import test_engine
@@ -84,7 +84,7 @@ def job_config(scripted, marker_dir, slow: str, placement: str = "PACK", delay_s
 
 def run_service_job(tmp_path, slow: str, kill, placement: str = "PACK", delay_s: float = 0.05) -> dict:
     """Submit 6 problems to an EngineService on Ray pools; ``kill(pool_of_slow_role)`` mid-job."""
-    from ponder.cluster.engine import build_ray_pools
+    from ponder.cluster.pools import build_ray_pools
 
     task, problems, gen, _ = test_engine.scripted_job(num_problems=6)
     markers = tmp_path / "markers"
@@ -161,7 +161,7 @@ def test_a_node_lost_mid_job(cluster, tmp_path):
 
 
 def solve_args(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "ponder.cluster.cli", "solve", "--range", "0:8", "--out", str(out),
+    return [sys.executable, "-m", "ponder.cli", "solve", "--range", "0:8", "--out", str(out),
             "--no-progress", "--set", "output.checkpoint_every_s=0.2",
             "--set", "generator.backend=test_fault:SlowScriptedGenerator",
             "--set", "generator.kwargs.instant_steps=4", "--set", "generator.kwargs.delay_s=0.05",
@@ -178,7 +178,7 @@ def solve_args(out: Path, *extra: str) -> list[str]:
 
 
 def _solve_has_resume() -> bool:
-    from ponder.cluster.cli import build_parser
+    from ponder.cli import build_parser
 
     try:
         build_parser(["solve"]).parse_args(["solve", "--resume"])

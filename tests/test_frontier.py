@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ponder.cluster.frontier import (TABLE_COLUMNS, TableRow, best_per_budget, coverage_curve,
+from ponder.sweep.frontier import (TABLE_COLUMNS, TableRow, best_per_budget, coverage_curve,
                                      fit_power_law, frontier_accuracy, pareto_front, pass_at_k,
                                      table_frame, table_row, write_table)
-from ponder.cluster.plot import plot_accuracy_vs_flops, plot_coverage
-from ponder.cluster.sweep_report import CoverageData
+from ponder.sweep.plot import plot_accuracy_vs_flops, plot_coverage
+from ponder.sweep.report import CoverageData
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -179,7 +179,7 @@ def test_plots_are_png_files(tmp_path):
     (1e6, 1e11, {"1e7", "1e9"}),  # many decades: powers of ten only
 ])
 def test_log_x_axis_is_labelled_on_any_range(low, high, expected):
-    from ponder.cluster.plot import _log_x, _pyplot
+    from ponder.sweep.plot import _log_x, _pyplot
 
     plt = _pyplot()
     fig, ax = plt.subplots()

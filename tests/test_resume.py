@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ponder.cluster.checkpoint import (JobState, RequestIds, TrackedStrategy, add_stats, load_job,
+from ponder.engine.checkpoint import (JobState, RequestIds, TrackedStrategy, add_stats, load_job,
                                        save_job)
 from ponder.search.budget import BudgetManager
 from ponder.search.scheduler import Scheduler
@@ -159,7 +159,7 @@ def _engine_job(strategy="mcts", **budget):
 
 def _drive(runner, gen, ver, max_updates=None) -> bool:
     """The engine loop on in-process pools; False if stopped ("crashed") after ``max_updates``."""
-    from ponder.cluster.inprocess import InProcessPool, InProcessPools
+    from ponder.engine.inprocess import InProcessPool, InProcessPools
 
     pools = InProcessPools(InProcessPool(gen, "generator"), InProcessPool(ver, "verifier"))
     num_updates = 0
@@ -177,13 +177,13 @@ def _drive(runner, gen, ver, max_updates=None) -> bool:
 
 
 def _runner(config, task, problems, gen, ver, out_dir, **kwargs):
-    from ponder.cluster.jobs import JobRunner
+    from ponder.engine.jobs import JobRunner
 
     return JobRunner(config, task, problems, (gen.model_spec(), ver.model_spec()), out_dir, **kwargs)
 
 
 def _lines(out_dir) -> dict:
-    from ponder.cluster.results import read_results
+    from ponder.engine.results import read_results
 
     rows = read_results(out_dir)
     assert len(rows) == len({r["id"] for r in rows}), "a problem was written twice"
@@ -209,7 +209,7 @@ def test_job_runner_resumes_its_run_directory(tmp_path, crash_after):
     resumed.close()
     assert _lines(out) == _lines(tmp_path / "whole")
     assert resumed.budget.job_spent == whole.budget.job_spent
-    from ponder.cluster.traces import read_traces
+    from ponder.engine.traces import read_traces
 
     assert len(read_traces(out)) == len(read_traces(tmp_path / "whole"))
 
@@ -238,7 +238,7 @@ def test_resumed_job_with_caps_never_passes_them(tmp_path):
     resumed = _runner(config, task, problems, gen, ver, tmp_path, resume=True)
     assert _drive(resumed, gen, ver)
     resumed.close()
-    from ponder.cluster.results import read_results
+    from ponder.engine.results import read_results
 
     rows = read_results(tmp_path)
     assert {r["id"] for r in rows} == {p.problem_id for p in problems}
@@ -274,7 +274,7 @@ def test_resume_refuses_another_strategy_or_fewer_problems(tmp_path):
 
 
 def test_a_run_directory_remembers_its_problems(tmp_path):
-    from ponder.cluster.jobs import read_job_problems
+    from ponder.engine.jobs import read_job_problems
 
     config, task, problems, gen, ver = _engine_job("beam")
     runner = _runner(config, task, problems, gen, ver, tmp_path)
@@ -292,13 +292,13 @@ def test_sigkill_ponder_solve_then_resume_with_only_the_directory(tmp_path):
     import sys
     from pathlib import Path
 
-    from ponder.cluster.results import read_results
+    from ponder.engine.results import read_results
 
     tests_dir = str(Path(__file__).resolve().parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)}
     out = tmp_path / "run"
-    cli = [sys.executable, "-m", "ponder.cluster.cli", "solve"]
+    cli = [sys.executable, "-m", "ponder.cli", "solve"]
     first = [*cli, "--range", "0:16", "--out", str(out), "--no-progress",
              "--set", "ray.mode=inprocess", "--set", "output.checkpoint_every_s=0.1",
              "--set", "generator.backend=test_fault:SlowScriptedGenerator",

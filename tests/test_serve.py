@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ponder.cluster.inprocess import InProcessPool, InProcessPools
-from ponder.cluster.serve import EngineService, JobNotFound
+from ponder.engine.inprocess import InProcessPool, InProcessPools
+from ponder.engine.service import EngineService, JobNotFound
 
 import test_engine
 
@@ -114,7 +114,7 @@ def test_a_restarted_service_resumes_unfinished_jobs(tmp_path):
 
 
 def test_a_restarted_service_redoes_no_finished_problem_and_counts_no_flop_twice(tmp_path):
-    from ponder.cluster.results import read_results
+    from ponder.engine.results import read_results
 
     svc, problems = service(tmp_path, autostart=False, checkpoint_every_s=0)
     job_id = svc.submit(problems, flops_per_problem=3_000_000, flops_total=15_000_000)
@@ -221,8 +221,9 @@ def test_detached_actor_serves_clients_and_resumes_after_its_process_dies(ray_ru
 
     import ray
 
-    from ponder.cluster.client import PonderClient, start_actor
-    from ponder.cluster.serve import ACTOR_NAME, NAMESPACE
+    from ponder.cluster.client import PonderClient
+    from ponder.cluster.server import start_actor
+    from ponder.engine.service import ACTOR_NAME, NAMESPACE
 
     config, problems = actor_config()
     handle = start_actor(config, tmp_path, checkpoint_every_s=0.2)
@@ -301,7 +302,7 @@ def test_serve_joins_a_cluster_elsewhere_only_with_token_auth(ray_runtime, tmp_p
     import shutil
 
     from ponder.cluster.auth import require_token_auth
-    from ponder.cluster.client import serve
+    from ponder.cluster.server import serve
 
     config, _ = actor_config()
     with pytest.raises(ValueError, match="Ray Client address"):
@@ -370,7 +371,7 @@ def test_a_job_that_cannot_run_fails_alone(tmp_path):
 
 
 def _cli_has_serve() -> bool:
-    from ponder.cluster.cli import build_parser
+    from ponder.cli import build_parser
 
     try:
         build_parser(["serve"]).parse_args(["serve"])
@@ -414,7 +415,7 @@ def test_ponder_serve_submit_status_result_cancel_from_the_command_line(tmp_path
     repo = Path(__file__).resolve().parents[1]
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    cli = [sys.executable, "-m", "ponder.cluster.cli"]
+    cli = [sys.executable, "-m", "ponder.cli"]
     server = subprocess.Popen([*cli, "serve", "--state-dir", str(state), "--num-cpus", "2",
                                "--checkpoint-every-s", "1", *SCRIPTED_SERVE],
                               cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -478,7 +479,7 @@ def test_ponder_serve_submit_status_result_cancel_from_the_command_line(tmp_path
 @pytest.mark.parametrize("command", ["serve", "submit", "status", "result", "cancel",
                                      "export-traces", "train-verifier"])
 def test_every_long_horizon_command_documents_its_options(command):
-    from ponder.cluster.cli import build_parser
+    from ponder.cli import build_parser
 
     parser = build_parser([command])
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]

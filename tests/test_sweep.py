@@ -17,14 +17,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from ponder.cluster import sweep
-from ponder.cluster.engine import run_inprocess
-from ponder.cluster.frontier import TABLE_COLUMNS
-from ponder.cluster.results import ProblemRecord, ResultWriter, TokenCounts, make_summary, read_results
-from ponder.cluster.sweep import cell_dir, run_sweep
-from ponder.cluster.sweep_report import cell_sample_correctness, sample_correctness, tree_sample_correctness
-from ponder.cluster.traces import TREES_FILE, read_tree_records
-from ponder.cluster.sweep_spec import DEFAULT_STRATEGIES, SweepError, expand_grid, load_sweep
+from ponder.sweep import run as sweep
+from ponder.engine.engine import run_inprocess
+from ponder.sweep.frontier import TABLE_COLUMNS
+from ponder.engine.results import ProblemRecord, ResultWriter, TokenCounts, make_summary, read_results
+from ponder.sweep.run import cell_dir, run_sweep
+from ponder.sweep.report import cell_sample_correctness, sample_correctness, tree_sample_correctness
+from ponder.engine.traces import TREES_FILE, read_tree_records
+from ponder.sweep.spec import DEFAULT_STRATEGIES, SweepError, expand_grid, load_sweep
 from ponder.config import ConfigError
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedVerifier
 from ponder.tasks.base import Problem, Task
@@ -242,7 +242,7 @@ def test_resume_skips_finished_cells_and_reruns_changed_or_missing_ones(tmp_path
 
 
 def test_new_weights_at_the_same_path_run_the_cells_that_load_them_again(tmp_path):
-    from ponder.cluster.sweep_fingerprint import embedded_weights_dir, weights_signature
+    from ponder.sweep.fingerprint import embedded_weights_dir, weights_signature
 
     weights = tmp_path / "weights"
     weights.mkdir()
@@ -466,7 +466,7 @@ def test_shipped_sweep_configs_load_and_run_compute_optimal_beside_best_of_n(nam
 def test_default_runner_reuses_one_engine_while_the_models_stay_the_same(tmp_path, monkeypatch):
     # Config-built in-process pools on the scripted backend's instant mode (no problems to
     # know): the real Engine, built once per distinct model config, not once per cell.
-    import ponder.cluster.engine as engine_module
+    import ponder.engine.engine as engine_module
 
     built = []
 

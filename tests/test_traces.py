@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from ponder.cluster.traces import (ROW_SCHEMA, TraceRecorder, export_traces, node_labels,
+from ponder.engine.traces import (ROW_SCHEMA, TraceRecorder, export_traces, node_labels,
                                    read_traces, record_rows, tree_record)
 from ponder.search.scripted import (ScriptedGenerator, ScriptedProblem, ScriptedTask,
                                     ScriptedVerifier, run_inprocess)
@@ -104,8 +104,8 @@ def test_export_writes_jsonl_and_parquet_that_pandas_loads(tmp_path):
 @pytest.mark.parametrize("strategy, params", [("beam", {"beam_width": 2, "expansion_factor": 2}),
                                               ("mcts", {"num_simulations": 8})])
 def test_a_solve_records_every_expanded_node_of_every_problem(tmp_path, strategy, params):
-    from ponder.cluster.engine import run_inprocess as run_job_inprocess
-    from ponder.cluster.results import read_results
+    from ponder.engine.engine import run_inprocess as run_job_inprocess
+    from ponder.engine.results import read_results
 
     import test_engine
 
@@ -282,7 +282,7 @@ def test_flywheel_fine_tunes_a_verifier_and_keeps_the_weights_dir_complete(tmp_p
 def _command_args(argv):
     import argparse
 
-    from ponder.cluster.commands import add_commands
+    from ponder.commands import add_commands
 
     parser = argparse.ArgumentParser(prog="ponder")
     add_commands(parser.add_subparsers(dest="command"), argv[0])
@@ -290,7 +290,7 @@ def _command_args(argv):
 
 
 def test_export_traces_command(tmp_path, capsys):
-    from ponder.cluster.commands import run
+    from ponder.commands import run
 
     record_run(tmp_path / "runs" / "a", [solved_tree(beam_width=2, expansion_factor=2)])
     record_run(tmp_path / "runs" / "b", [solved_tree(beam_width=2, expansion_factor=3)])
@@ -302,7 +302,7 @@ def test_export_traces_command(tmp_path, capsys):
 
 
 def test_train_verifier_command_refuses_test_split_traces(tmp_path):
-    from ponder.cluster.commands import run
+    from ponder.commands import run
     from ponder.tasks import game24
 
     record_game24(tmp_path / "run", game24.puzzles_in_test_split()[:1])
@@ -314,7 +314,7 @@ def test_train_verifier_command_refuses_test_split_traces(tmp_path):
 def test_train_verifier_command_retrains_on_exported_traces(tmp_path, capsys):
     import torch
 
-    from ponder.cluster.commands import run
+    from ponder.commands import run
     from ponder.models import checkpoint
     from ponder.tasks import game24
 

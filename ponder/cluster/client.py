@@ -1,4 +1,4 @@
-"""``ponder serve`` and its clients: the engine as a named, detached Ray actor, and ``PonderClient``.
+"""The clients of ``ponder serve`` (``ponder.cluster.server``): ``PonderClient`` and the commands' calls.
 
     ponder serve --config configs/game24.yaml --state-dir ~/.ponder/serve   # blocks; Ctrl-C stops
     ponder submit puzzles.jsonl --budget 1e14 --strategy mcts             # prints the job id
@@ -27,52 +27,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from ponder.cluster.auth import (AUTH_MODE_ENV, TokenRefused, check_client, gcs_address,  # noqa: F401
                                  is_loopback, require_token_auth, use_loopback, use_token)
-from ponder.cluster.serve import ACTOR_NAME, NAMESPACE, SERVE_FILE, EngineService
+from ponder.engine.service import ACTOR_NAME, NAMESPACE, SERVE_FILE
 
 DEFAULT_STATE_DIR = Path("~/.ponder/serve")
 
 
-class EngineActorBody:
-    """What runs inside the Ray actor: an EngineService on Ray replica pools."""
-
-    def __init__(self, config: Any, state_dir: str, checkpoint_every_s: float):
-        from ponder.cluster.engine import build_ray_pools
-
-        pools = build_ray_pools(config, connect_ray=False)
-        self.service = EngineService(config, state_dir, pools, checkpoint_every_s=checkpoint_every_s)
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if method not in ("submit", "status", "result", "cancel", "ping", "stop"):
-            raise ValueError(f"unknown engine method {method!r}")
-        return getattr(self.service, method)(*args, **kwargs)
-
-
-def start_actor(config: Any, state_dir: str | Path, checkpoint_every_s: float = 30.0) -> Any:
-    """Create (or find) the detached engine actor on the connected Ray; returns its handle.
-
-    Raises:
-        RuntimeError: the engine failed to start (its error in the message).
-    """
-    import ray
-
-    actor_cls = ray.remote(EngineActorBody)
-    handle = actor_cls.options(
-        name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0,
-    ).remote(config, str(Path(state_dir).expanduser().resolve()), checkpoint_every_s)
-    _unwrap(lambda: ray.get(handle.call.remote("ping"), timeout=600))
-    return handle
-
-
-def _unwrap(fn):
+def unwrap_actor_error(fn):
     """Run ``fn``; re-raise an actor's exception as itself rather than a RayTaskError."""
     from ray.exceptions import RayTaskError
 
@@ -137,7 +103,7 @@ class PonderClient:
         deadline = time.monotonic() + self.restart_wait_s
         while True:
             try:
-                return _unwrap(lambda: ray.get(self.actor.call.remote(method, *args, **kwargs)))
+                return unwrap_actor_error(lambda: ray.get(self.actor.call.remote(method, *args, **kwargs)))
             except ActorUnavailableError:
                 # The engine's process died and Ray is restarting it; it resumes its jobs.
                 if time.monotonic() > deadline:
@@ -228,69 +194,3 @@ def _served(state_dir: str | Path | None) -> dict[str, Any]:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return {}
-
-
-def serve(config: Any, state_dir: str | Path, address: str | None = None,
-          checkpoint_every_s: float = 30.0, num_cpus: int | None = None,
-          stop_event: threading.Event | None = None) -> int:
-    """``ponder serve``: start the engine actor; with a local Ray, stay up until stopped.
-
-    Args:
-        address: join this cluster (``host:port`` or ``auto``; default ``RAY_ADDRESS``)
-            and return once the actor is up; None: start a local Ray and block until
-            SIGINT/SIGTERM or ``stop_event``.
-
-    Returns:
-        A process exit code.
-
-    Raises:
-        ValueError: ``RAY_AUTH_MODE`` is set to something other than ``token``, the
-            cluster at ``address`` has no token authentication, or ``address`` is ``ray://``.
-        TokenRefused: the cluster refuses this process's token.
-    """
-    import ray
-
-    state_dir = Path(state_dir).expanduser().resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    runtime, served = _serve_ray(config, address or os.environ.get("RAY_ADDRESS"), num_cpus)
-    handle = start_actor(config, state_dir, checkpoint_every_s)
-    info = {"address": served, "namespace": NAMESPACE, "name": ACTOR_NAME, "pid": os.getpid(),
-            "local": runtime.is_local, "auth_mode": os.environ.get(AUTH_MODE_ENV)}
-    (state_dir / SERVE_FILE).write_text(json.dumps(info) + "\n")
-    print(f"ponder serve: engine up (Ray {served}, state {state_dir}); "
-          f"submit with `ponder submit FILE --state-dir {state_dir}`", flush=True)
-    if not runtime.is_local:
-        ray.shutdown()  # the detached actor lives on in the cluster
-        return 0
-    stop = stop_event or threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    try:
-        ray.get(handle.call.remote("stop"), timeout=60)  # checkpoints every running job
-    finally:
-        (state_dir / SERVE_FILE).unlink(missing_ok=True)
-        runtime.shutdown()
-    print("ponder serve: stopped; unfinished jobs resume on the next `ponder serve`", flush=True)
-    return 0
-
-
-def _serve_ray(config: Any, address: str | None, num_cpus: int | None) -> tuple[Any, str]:
-    """Start (``address`` None) or join the Ray that ponder serve runs on; ``(runtime, address
-    clients use)``. Either way every Ray port requires the token (``ponder.cluster.auth``)."""
-    from ponder.cluster.runtime import connect
-
-    if os.environ.get(AUTH_MODE_ENV, "token") != "token":
-        raise ValueError(f"ponder serve runs only on a Ray with token authentication; unset "
-                         f"{AUTH_MODE_ENV} (it is {os.environ[AUTH_MODE_ENV]!r})")
-    if address is None:
-        # Every port on 127.0.0.1, and token auth too: Ray's default for a new local cluster
-        # (RAY_AUTH_MODE is unset or token), against the machine's other users.
-        use_loopback()
-        runtime = connect(config.ray, address=None, num_cpus=num_cpus, namespace=NAMESPACE)
-        return runtime, runtime.address
-    gcs = gcs_address(address)
-    require_token_auth(gcs)  # also turns token mode on here, so this process sends it
-    runtime = connect(config.ray, address=gcs, namespace=NAMESPACE)
-    return runtime, runtime.address
-

@@ -20,32 +20,46 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from ponder.actors.factory import spec_from_config
 from ponder.actors.generator import GeneratorActor
-from ponder.actors.pool import ReplicaPool
+from ponder.actors.pool import ReplicaPool, collect
 from ponder.actors.verifier import VerifierActor
+from ponder.cluster.runtime import connect
 from ponder.cluster.placement import ReplicaResources, RolePlacement
+from ponder.config import Config
+from ponder.search.messages import Result
 
 ROLE_ACTORS = {"generator": (GeneratorActor, "generate"), "verifier": (VerifierActor, "score")}
 
 
 @dataclass
-class Pools:
-    """The engine's pools; ``verifier`` is None for strategies that only vote."""
+class RayPools:
+    """The job's Ray replica pools (``ponder.engine.pools.Pools``), their placement groups, and
+    the Ray connection to end at shutdown (None leaves Ray running: a test's, a notebook's)."""
 
     generator: ReplicaPool
-    verifier: ReplicaPool | None = None
+    verifier: ReplicaPool | None = None  # None for strategies that only vote
     placements: list[RolePlacement] = field(default_factory=list)
+    runtime: Any = None  # ponder.cluster.runtime.RayRuntime this object started, or None
 
     def all(self) -> list[ReplicaPool]:
         """The pools that exist, for ``collect``."""
         return [p for p in (self.generator, self.verifier) if p is not None]
 
+    def collect(self, timeout: float) -> list[Result]:
+        """Whatever any pool's calls returned, waiting up to ``timeout`` for the first."""
+        return collect(self.all(), timeout=timeout)
+
     def shutdown(self) -> None:
-        """Kill every actor and give the placement groups back."""
-        for pool in self.all():
-            pool.shutdown()
-        for placement in self.placements:
-            placement.remove()
-        self.placements = []
+        """Kill every actor, give the placement groups back, end the Ray this object started."""
+        try:
+            for pool in self.all():
+                pool.shutdown()
+            for placement in self.placements:
+                placement.remove()
+            self.placements = []
+        finally:
+            if self.runtime is not None:
+                self.runtime.shutdown()
+                self.runtime = None
 
 
 def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_margin: int = 16,
@@ -101,7 +115,7 @@ def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_
     return pool, placement
 
 
-def build_pools(generator_cfg: Any, verifier_cfg: Any = None, **kwargs: Any) -> Pools:
+def build_pools(generator_cfg: Any, verifier_cfg: Any = None, **kwargs: Any) -> RayPools:
     """Build the generator pool and, if ``verifier_cfg`` is not None, the verifier pool.
 
     Args:
@@ -110,13 +124,13 @@ def build_pools(generator_cfg: Any, verifier_cfg: Any = None, **kwargs: Any) -> 
         kwargs: passed to ``build_pool`` (``max_in_flight_batches`` and so on).
 
     Returns:
-        Pools with both roles ready; call ``shutdown()`` when done.
+        RayPools with both roles ready; call ``shutdown()`` when done.
 
     Raises:
         As ``build_pool``; a verifier that fails to start also tears the generator down.
     """
     generator, gen_placement = build_pool(generator_cfg, "generator", **kwargs)
-    pools = Pools(generator=generator, placements=[gen_placement])
+    pools = RayPools(generator=generator, placements=[gen_placement])
     if verifier_cfg is not None:
         try:
             pools.verifier, ver_placement = build_pool(verifier_cfg, "verifier", **kwargs)
@@ -124,4 +138,32 @@ def build_pools(generator_cfg: Any, verifier_cfg: Any = None, **kwargs: Any) -> 
             pools.shutdown()
             raise
         pools.placements.append(ver_placement)
+    return pools
+
+
+def pool_options(config: Config) -> dict[str, Any]:
+    """``build_pools`` keyword arguments from ``config.engine``."""
+    engine = config.engine
+    return dict(max_in_flight_batches=engine.max_in_flight_batches,
+                max_batch_requests=engine.max_batch_requests,
+                max_batch_tokens=engine.max_batch_tokens, batch_wait_s=engine.batch_wait_s,
+                task_events=engine.ray_task_events)
+
+
+def build_ray_pools(config: Config, connect_ray: bool = True) -> RayPools:
+    """Create the replica pools ``config`` names, connecting to (or starting) Ray first.
+
+    Args:
+        config: the job config (``generator``, ``verifier``, ``engine``, ``ray``).
+        connect_ray: False when this process is already connected to Ray; then
+            shutting the pools down leaves Ray running.
+    """
+    runtime = connect(config.ray) if connect_ray else None
+    try:
+        pools = build_pools(config.generator, config.verifier, **pool_options(config))
+    except BaseException:
+        if runtime is not None:
+            runtime.shutdown()
+        raise
+    pools.runtime = runtime
     return pools

@@ -74,7 +74,7 @@ def training_paths(rows: Iterable[dict[str, Any]], target: str = "correct"
     only verified finished paths, labelled by the trace's outcome columns.
 
     Args:
-        rows: exported trace rows (``ponder.cluster.traces``).
+        rows: exported trace rows (``ponder.engine.traces``).
         target: ``"correct"`` or ``"success_rate"``.
 
     Returns:
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     """
     import torch
 
-    from ponder.cluster.traces import read_traces
+    from ponder.engine.traces import read_traces
 
     torch.set_num_threads(args.threads)
     start = time.time()

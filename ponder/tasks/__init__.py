@@ -4,8 +4,8 @@ Built in: ``game24``, ``countdown``, ``math``, ``gsm8k``; plugins as ``module:Cl
 """
 
 from ponder.tasks.base import Problem, Task
-from ponder.tasks.loader import load_problems, parse_range
-from ponder.tasks.registry import get_task, register_task, task_names
+from ponder.tasks.loader import job_problems, load_problems, parse_range
+from ponder.tasks.registry import get_task, register_task, task_from_config, task_names
 
-__all__ = ["Problem", "Task", "get_task", "load_problems", "parse_range", "register_task",
-           "task_names"]
+__all__ = ["Problem", "Task", "get_task", "job_problems", "load_problems", "parse_range",
+           "register_task", "task_from_config", "task_names"]

@@ -48,6 +48,10 @@ class Task(ABC):
         """A programmatic verifier of the last step given the ones before; None if unavailable."""
         return None
 
+    def default_problems(self) -> str | None:
+        """The problems file the task ships (used when no file is named), or None."""
+        return None
+
     def parse_problem(self, record: dict[str, Any], index: int) -> Problem:
         """Turn one JSONL record (``{"id": ..., "problem": ...}``) into a Problem."""
         return Problem(str(record.get("id", index)), str(record["problem"]),

@@ -187,6 +187,10 @@ class Game24Task(Task):
     step_delimiter = "\n"
     max_steps = 4
 
+    def default_problems(self) -> str:
+        """24.csv (``default_csv_path``)."""
+        return str(default_csv_path())
+
     def prompt(self, problem: Problem) -> str:
         return f"Input: {' '.join(map(str, parse_numbers(problem.problem)))}\n"
 

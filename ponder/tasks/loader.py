@@ -133,3 +133,24 @@ def load_problems(path: str | os.PathLike, task: str | Task,
         raise ValueError(f"problem range {range_!r} selects nothing from {path} "
                          f"({len(problems)} problems, indices 0..{len(problems) - 1})")
     return selected
+
+
+def job_problems(task_config: Any, task: Task, path: str | os.PathLike | None = None,
+                 range_: str | None = None) -> list[Problem]:
+    """A job's problems: ``path``, else the config's ``task.problems``, else the task's own data.
+
+    Args:
+        task_config: the config's ``task`` section.
+        task: the task object built from it.
+        path: a problems file named by the user (``--problems``, a sweep's ``problems``).
+        range_: ``"A:B"``, problems A..B-1 of the file.
+
+    Raises:
+        ValueError: the task ships no data and no file is named; a malformed line; a range
+            that selects nothing. OSError: the file cannot be read.
+    """
+    path = path or task_config.problems or task.default_problems()
+    if path is None:
+        raise ValueError(f"task {task_config.name!r} has no bundled problems; "
+                         f"name a problems file (--problems PATH)")
+    return load_problems(path, task, range_)

@@ -99,3 +99,12 @@ def get_task(name_or_path: str | Task, **kwargs: Any) -> Task:
         raise ValueError(f"task {name_or_path!r} made {task!r}, which lacks "
                          f"{', '.join(_missing_members(task))}")
     return task
+
+
+def task_from_config(task_config: Any) -> Task:
+    """The task a config's ``task`` section names (``name`` plus ``kwargs``).
+
+    Raises:
+        ValueError: unknown task name.
+    """
+    return get_task(task_config.name, **task_config.kwargs)

@@ -1,6 +1,8 @@
-"""The ``ponder`` command: ``ponder solve`` runs a search job, ``ponder train`` trains the embedded models.
+"""The ``ponder`` command: argument parsing, and one call into the package that does the work.
 
-``solve()`` is the same job from Python (``ponder.solve``).
+``ponder solve`` runs a search job (``ponder.engine.solve``, also ``ponder.solve`` from Python),
+``ponder train`` trains the embedded models, ``ponder sweep`` runs a grid (``ponder.sweep``);
+serve, submit, status, result, cancel, export-traces and train-verifier are in ``ponder.commands``.
 
 Errors a user can cause (a missing problems file, a bad config value, a malformed
 JSONL line) print one line on stderr and exit with status 2; ``--debug`` shows the
@@ -11,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-from typing import Any, Sequence
 
 EXIT_USAGE = 2  # bad input: config, problems file, arguments
 EXIT_FAILED = 1  # the job itself failed (an actor died for good, a backend error)
@@ -80,10 +80,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     "table.csv, table.parquet, the accuracy-vs-FLOPs plot with the compute-optimal "
                     "frontier, and the coverage power-law fit.")
     sweep.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    from ponder.cluster.sweep import add_arguments as add_sweep_arguments
+    from ponder.sweep.run import add_arguments as add_sweep_arguments
 
     add_sweep_arguments(sweep)
-    from ponder.cluster.commands import add_commands  # serve, submit, ..., train-verifier
+    from ponder.commands import add_commands  # serve, submit, ..., train-verifier
 
     add_commands(commands, _command(argv))
     return parser
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "solve":
             return solve_command(args)
         if args.command == "sweep":
-            from ponder.cluster.sweep import run as run_sweep
+            from ponder.sweep.run import run as run_sweep
 
             return run_sweep(args)
         if args.command != "train":
-            from ponder.cluster.commands import run as run_command
+            from ponder.commands import run as run_command
 
             return run_command(args)
         from ponder.models.train import run
@@ -149,8 +149,8 @@ def _one_line(e: BaseException) -> str:
 def solve_command(args: argparse.Namespace) -> int:
     """``ponder solve``: load config and problems, run the job, print where the results are."""
     from ponder.config import load_config
-
-    from ponder.cluster.rundir import resume_inputs
+    from ponder.engine.rundir import resume_inputs
+    from ponder.engine.solve import default_out_dir, solve
 
     config_path, problems = args.config, args.problems
     if isinstance(args.resume, str):  # --resume DIR: that run's config and problems by default
@@ -171,77 +171,9 @@ def solve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def solve(config: Any = None, problems: Any = None, out_dir: str | Path | None = None,
-          range_: str | None = None, overrides: Sequence[str] = (), progress: bool = True,
-          resume: bool = False) -> dict:
-    """``ponder solve`` from Python: run a job and return its summary.
-
-    Args:
-        config: a Config, a YAML path, or None for the defaults.
-        problems: a JSONL / 24.csv path, a list of ``ponder.tasks.Problem``, or None for
-            the config's ``task.problems`` or the task's bundled data.
-        out_dir: the run directory (default: ``output.dir``, else runs/<timestamp>).
-        range_: ``"A:B"``, problems A..B-1 of the file.
-        overrides: ``key=value`` strings applied to a config loaded from a path.
-        progress: False shows no progress.
-        resume: go on from ``out_dir``'s checkpoint and results.
-
-    Returns:
-        The summary (also written to ``out_dir/summary.json``).
-
-    Raises:
-        ConfigError, ValueError, OSError: bad config or problems (one-line messages).
-    """
-    from ponder.cluster.engine import run_job
-    from ponder.config import Config, load_config
-
-    if not isinstance(config, Config):
-        config = load_config(config, list(overrides))
-    task = make_task(config)
-    if problems is None or isinstance(problems, (str, Path)):
-        problems = load_job_problems(config, task, problems, range_)
-    out_dir = Path(out_dir or config.output.dir or default_out_dir())
-    return run_job(config, list(problems), out_dir, progress=progress, task=task, resume=resume)
-
-
-def make_task(config):
-    """The configured task object (``task.name`` was checked at config load)."""
-    from ponder.tasks import get_task
-
-    return get_task(config.task.name, **config.task.kwargs)
-
-
-def load_job_problems(config, task, path: str | Path | None, range_: str | None) -> list:
-    """Problems from ``path``, else ``task.problems``, else the task's own data, sliced by ``range_``.
-
-    Raises:
-        FileNotFoundError / OSError: the file cannot be read. ValueError: a malformed
-            line (named by file and line) or a range that selects nothing.
-    """
-    from ponder.tasks import load_problems
-
-    path = path or config.task.problems or default_problems_path(task)
-    if path is None:
-        raise ValueError(f"task {config.task.name!r} has no bundled problems; pass --problems PATH")
-    return load_problems(path, task, range_)
-
-
-def default_problems_path(task) -> str | None:
-    """The task's bundled data (game24: 24.csv), or None if it ships none."""
-    if getattr(task, "name", "") == "game24":
-        from ponder.tasks.game24 import default_csv_path
-
-        return str(default_csv_path())
-    return None
-
-
-def default_out_dir() -> str:
-    return str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-
-
 def format_summary(summary: dict, out_dir: Path) -> str:
     """Two lines for the terminal: accuracy, FLOPs and time; where the files are."""
-    from ponder.cluster.progress import format_flops
+    from ponder.engine.progress import format_flops
 
     if summary["accuracy"] is None:
         solved = f"{summary['num_problems']} problems (not verifiable by the task)"

@@ -55,7 +55,7 @@ def table_row(cell: str, strategy: str, budget: float | None, model: str, summar
     Args:
         cell: the cell's name.
         strategy, budget, model, axes: what the cell ran (its grid coordinates).
-        summary: the cell's ``summary.json`` (``ponder.cluster.results.make_summary``).
+        summary: the cell's ``summary.json`` (``ponder.engine.results.make_summary``).
 
     Returns:
         The row; ``flops_per_problem_mean`` is over the problems that finished.
@@ -80,7 +80,7 @@ def write_table(rows: Sequence[TableRow], out_dir: str | Path) -> list[Path]:
         The paths written.
 
     Raises:
-        ImportError: pandas or pyarrow is missing (``pip install 'ponder[sweep]'``).
+        ImportError: pandas or pyarrow is missing (``pip install pandas pyarrow (a dependency of ponder)``).
     """
     frame = table_frame(rows)
     out_dir = Path(out_dir)
@@ -90,7 +90,7 @@ def write_table(rows: Sequence[TableRow], out_dir: str | Path) -> list[Path]:
     try:
         frame.to_parquet(parquet_path, index=False)
     except ImportError as e:
-        raise ImportError(f"writing {parquet_path} needs pyarrow: pip install 'ponder[sweep]' ({e})") from e
+        raise ImportError(f"writing {parquet_path} needs pyarrow: pip install pandas pyarrow (a dependency of ponder) ({e})") from e
     return [csv_path, parquet_path]
 
 
@@ -99,7 +99,7 @@ def table_frame(rows: Sequence[TableRow]):
     try:
         import pandas as pd
     except ImportError as e:
-        raise ImportError(f"the sweep table needs pandas: pip install 'ponder[sweep]' ({e})") from e
+        raise ImportError(f"the sweep table needs pandas: pip install pandas pyarrow (a dependency of ponder) ({e})") from e
     frame = pd.DataFrame([asdict(r) for r in rows], columns=list(TABLE_COLUMNS))
     frame["budget"] = frame["budget"].astype("float64")  # None -> NaN, one dtype for parquet
     frame["accuracy"] = frame["accuracy"].astype("float64")

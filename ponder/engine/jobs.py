@@ -12,7 +12,7 @@ and the runner writes each finished problem to ``results.jsonl`` (then its tree 
 ``trees.jsonl``), and a checkpoint every ``checkpoint_every_s`` seconds or
 ``checkpoint_every_updates`` updates, and at the end. A runner made with
 ``resume=True`` picks up where the run directory's checkpoint and results left off
-(see ``ponder.cluster.checkpoint``).
+(see ``ponder.engine.checkpoint``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from ponder.cluster.checkpoint import (CHECKPOINT_FILE, Cadence, JobState, RequestIds,
+from ponder.engine.checkpoint import (CHECKPOINT_FILE, Cadence, JobState, RequestIds,
                                        TrackedStrategy, add_stats, load_job, read_records, save_job)
-from ponder.cluster.loop import deliver, dispatch  # noqa: F401  (re-exported: the loop's halves)
-from ponder.cluster.results import (CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, ProblemRecord,
+from ponder.engine.loop import deliver, dispatch  # noqa: F401  (re-exported: the loop's halves)
+from ponder.engine.results import (CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, ProblemRecord,
                                     RunTotals, TokenCounts)
-from ponder.cluster.rundir import read_job_problems, write_job_problems  # noqa: F401
-from ponder.cluster.traces import TraceRecorder
+from ponder.engine.rundir import read_job_problems, write_job_problems  # noqa: F401
+from ponder.engine.traces import TraceRecorder
 from ponder.search.budget import BudgetManager, default_token_bound
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import GenerateRequest, Request, Result

@@ -1,5 +1,5 @@
 """The long-horizon subcommands of ``ponder``: serve, submit, status, result, cancel,
-export-traces and train-verifier. ``ponder.cluster.cli`` adds them with ``add_commands``
+export-traces and train-verifier. ``ponder.cli`` adds them with ``add_commands``
 and runs them with ``run``; each prints what a person needs and returns an exit code.
 """
 
@@ -94,13 +94,13 @@ def add_commands(commands: Any, command: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand ``args.command``; returns the exit status."""
     if args.command == "serve":
-        from ponder.cluster.client import serve
+        from ponder.cluster.server import serve
         from ponder.config import load_config
 
         config = load_config(args.config, args.overrides)
         return serve(config, args.state_dir, args.address, args.checkpoint_every_s, args.num_cpus)
     if args.command == "export-traces":
-        from ponder.cluster.traces import export_traces
+        from ponder.engine.traces import export_traces
 
         info = export_traces(args.dirs, args.out or args.dirs[0])
         print(f"{info['rows']} rows from {info['problems']} trees: {info['jsonl']} {info['parquet']}")
@@ -157,7 +157,7 @@ def _params(items: list[str]) -> dict[str, Any]:
 
 def format_status(out: dict[str, Any]) -> str:
     """A job status, a job result or the list of jobs, as lines for a terminal."""
-    from ponder.cluster.progress import format_flops
+    from ponder.engine.progress import format_flops
 
     if "jobs" in out:
         lines = [f"{j['job_id']}  {j['state']:<9}  {j['num_finished'] or 0}/{j['num_problems']} finished  "

@@ -25,10 +25,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from ponder.cluster.checkpoint import RequestIds
-from ponder.cluster.jobs import JobRunner
-from ponder.cluster.loop import deliver, dispatch
-from ponder.cluster.results import make_summary, read_results
+from ponder.engine.checkpoint import RequestIds
+from ponder.engine.jobs import JobRunner
+from ponder.engine.loop import deliver, dispatch
+from ponder.engine.results import make_summary, read_results
+from ponder.tasks import task_from_config
 from ponder.tasks.base import Problem
 
 NAMESPACE = "ponder"
@@ -58,10 +59,8 @@ class EngineService:
 
     def __init__(self, config: Any, state_dir: str | Path, pools: Any, task: Any = None,
                  checkpoint_every_s: float = 30.0, autostart: bool = True):
-        from ponder.tasks import get_task
-
         self.config = config
-        self.task = task if task is not None else get_task(config.task.name, **config.task.kwargs)
+        self.task = task if task is not None else task_from_config(config.task)
         self.state_dir = Path(state_dir)
         (self.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
         self.pools = pools

@@ -1,17 +1,17 @@
 """``ponder sweep``: run every cell of a sweep grid, skip the ones already done, then analyze.
 
-Each cell is one search job (``ponder.cluster.engine``) in ``DIR/cells/<cell>/``:
+Each cell is one search job (``ponder.engine.engine``) in ``DIR/cells/<cell>/``:
 ``results.jsonl``, ``summary.json``, ``config.yaml`` as ``ponder solve`` writes them,
 plus ``cell.json`` (the cell's grid point and fingerprint). A cell is done when its
 summary covers every problem and its fingerprint (config, problem ids and local
-model weights, ``ponder.cluster.sweep_fingerprint``) is the one asked for now, so
+model weights, ``ponder.sweep.fingerprint``) is the one asked for now, so
 running the same command again resumes a stopped sweep, and a cell whose config or
 weights changed runs again. Cells that share their models run on one
 Engine: Ray and the actors start once, not once per cell.
 
-After the cells, ``ponder.cluster.sweep_report`` writes the table, the frontier, the
+After the cells, ``ponder.sweep.report`` writes the table, the frontier, the
 power-law fit and the plots from every finished cell. The sweep file format is in
-``ponder.cluster.sweep_spec``.
+``ponder.sweep.spec``.
 """
 
 from __future__ import annotations
@@ -24,17 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ponder.cluster.progress import format_flops
-from ponder.cluster.results import RESULTS_FILE, SUMMARY_FILE
-from ponder.cluster.sweep_fingerprint import fingerprint
-from ponder.cluster.sweep_spec import Cell, SweepSpec, expand_grid, load_sweep
+from ponder.engine.progress import format_flops
+from ponder.engine.results import RESULTS_FILE, SUMMARY_FILE
+from ponder.sweep.fingerprint import fingerprint
+from ponder.sweep.spec import Cell, SweepSpec, expand_grid, load_sweep
 from ponder.config import Config
+from ponder.tasks import job_problems, task_from_config
 from ponder.tasks.base import Problem, Task
 
 CELLS_DIR = "cells"
 CELL_FILE = "cell.json"
 
-# (config, problems, out_dir, progress) -> summary dict, as ``ponder.cluster.engine.run_job``
+# (config, problems, out_dir, progress) -> summary dict, as ``ponder.engine.engine.run_job``
 RunCell = Callable[[Config, Sequence[Problem], Path, bool], dict[str, Any]]
 
 
@@ -44,7 +45,7 @@ class SweepOutcome:
 
     statuses: dict[str, str] = field(default_factory=dict)  # cell name -> "ran" | "skipped" | "failed"
     errors: dict[str, str] = field(default_factory=dict)  # cell name -> why it failed
-    report: Any = None  # ponder.cluster.sweep_report.SweepReport, None if nothing finished
+    report: Any = None  # ponder.sweep.report.SweepReport, None if nothing finished
 
     def count(self, status: str) -> int:
         return sum(s == status for s in self.statuses.values())
@@ -83,7 +84,7 @@ class EngineCellRunner:
 
     def __call__(self, config: Config, problems: Sequence[Problem], out_dir: Path,
                  progress: bool) -> dict[str, Any]:
-        from ponder.cluster.engine import Engine
+        from ponder.engine.engine import Engine
 
         key = json.dumps({name: config.to_dict()[name]
                           for name in ("generator", "verifier", "engine", "ray", "task")}, sort_keys=True)
@@ -108,17 +109,7 @@ def load_sweep_problems(spec: SweepSpec, config: Config, task: Task) -> list[Pro
         ValueError: the task ships no data and no file is named, or a bad range.
         OSError: the file cannot be read.
     """
-    from ponder.tasks import load_problems
-
-    path = spec.problems or config.task.problems
-    if path is None and getattr(task, "name", "") == "game24":
-        from ponder.tasks.game24 import default_csv_path
-
-        path = str(default_csv_path())
-    if path is None:
-        raise ValueError(f"task {config.task.name!r} has no bundled problems; "
-                         f"set problems in the sweep file or pass --problems PATH")
-    return load_problems(path, task, spec.range)
+    return job_problems(config.task, task, spec.problems, spec.range)
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, problems: Sequence[Problem] | None = None,
@@ -142,12 +133,11 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, problems: Sequence[Proble
     Raises:
         Whatever a cell raised, unless ``keep_going``; KeyboardInterrupt always.
     """
-    from ponder.cluster.engine import make_task
-    from ponder.cluster.sweep_report import write_report
+    from ponder.sweep.report import write_report
 
     log = log or _print_err
     cells = expand_grid(spec)
-    task = task if task is not None else make_task(cells[0].config)
+    task = task if task is not None else task_from_config(cells[0].config.task)
     if problems is None:
         problems = load_sweep_problems(spec, cells[0].config, task)
     runner = run_cell or EngineCellRunner(task)
@@ -244,15 +234,14 @@ def run(args: argparse.Namespace) -> int:
         ConfigError / SweepError: a bad sweep file or override. OSError, ValueError:
             unreadable problems. Whatever a cell raised, unless ``--keep-going``.
     """
-    from ponder.cluster.engine import make_task
-    from ponder.cluster.sweep_report import format_report, write_report
+    from ponder.sweep.report import format_report, write_report
 
     spec = load_sweep(args.config, args.overrides)
     spec.problems = args.problems or spec.problems
     spec.range = args.range_ or spec.range
     out_dir = Path(args.out or spec.out or Path("runs") / f"sweep-{Path(args.config).stem}")
     cells = expand_grid(spec)
-    task = make_task(cells[0].config)
+    task = task_from_config(cells[0].config.task)
     problems = load_sweep_problems(spec, cells[0].config, task)
     if args.dry_run or args.analyze_only:
         done = {cell.name for cell, _ in finished_cells(out_dir, cells, problems)}

@@ -3,7 +3,7 @@
 They mirror the part of ``ponder.actors.ReplicaPool`` the engine loop uses
 (``dispatch``, ``has_capacity``, ``num_in_flight``, ``pop_failed``, ``model_spec``),
 so the loop is the same code with or without Ray. Tests and the engine-overhead
-benchmark use them (``ray.mode: inprocess`` or ``ponder.cluster.engine.run_inprocess``).
+benchmark use them (``ray.mode: inprocess`` or ``ponder.engine.engine.run_inprocess``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Written to the sweep directory from every finished cell:
 
-    table.csv, table.parquet    one row per cell (``ponder.cluster.frontier.TABLE_COLUMNS``)
+    table.csv, table.parquet    one row per cell (``ponder.sweep.frontier.TABLE_COLUMNS``)
     frontier.csv                the compute-optimal frontier (same columns)
     analysis.json               frontier, best strategy per budget, power-law fits
     accuracy_vs_flops.png       accuracy vs mean FLOPs per problem, a line per strategy
@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ponder.cluster.frontier import (PowerLawFit, TableRow, best_per_budget, coverage_curve,
+from ponder.sweep.frontier import (PowerLawFit, TableRow, best_per_budget, coverage_curve,
                                      fit_power_law, pareto_front, table_frame, table_row, write_table)
-from ponder.cluster.progress import format_flops
-from ponder.cluster.results import read_results
-from ponder.cluster.sweep_spec import Cell
-from ponder.cluster.traces import TREES_FILE, read_tree_records
+from ponder.engine.progress import format_flops
+from ponder.engine.results import read_results
+from ponder.sweep.spec import Cell
+from ponder.engine.traces import TREES_FILE, read_tree_records
 from ponder.search.tree import NodeStatus
 
 BEST_OF_N = "best_of_n"
@@ -126,7 +126,7 @@ def write_report(out_dir: str | Path, finished: Sequence[tuple[Cell, Path]]) -> 
     Returns:
         The report, or None if no cell has finished (nothing is written then).
     """
-    from ponder.cluster.plot import plot_accuracy_vs_flops, plot_coverage
+    from ponder.sweep.plot import plot_accuracy_vs_flops, plot_coverage
 
     if not finished:
         return None

@@ -1,7 +1,7 @@
 """Shared-prefix attention on CPU vs naive batched attention over a duplicated prefix.
 
-    python benchmarks/kernels.py            # full grid, about 3-5 minutes on a busy 2-core box
-    python benchmarks/kernels.py --quick    # about a minute
+    python benchmarks/kernel_speed.py            # full grid, about 3-5 minutes on a busy 2-core box
+    python benchmarks/kernel_speed.py --quick    # about a minute
 
 What is compared, per (siblings n, prefix P, suffix S, queries T):
 - ``shared``: ponder.kernels.shared_prefix_attention (its torch path on CPU); the

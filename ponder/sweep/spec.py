@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from ponder.cluster.sweep_names import BUDGET_KEY, MODEL_KEY, STRATEGY_KEY, cell_name, unique_names
+from ponder.sweep.names import BUDGET_KEY, MODEL_KEY, STRATEGY_KEY, cell_name, unique_names
 from ponder.config import Config, ConfigError, SearchConfig, apply_override, load_config
 
 AXIS_ALIASES = {"strategy": STRATEGY_KEY, "budget": BUDGET_KEY, "model": MODEL_KEY}  # short -> dotted

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ponder.cluster.frontier import TableRow
+from ponder.sweep.frontier import TableRow
 
 
 def _pyplot():
@@ -33,7 +33,7 @@ def plot_accuracy_vs_flops(rows: Sequence[TableRow], front: Sequence[TableRow], 
 
     Args:
         rows: the sweep table's rows; rows without an accuracy are left out.
-        front: the compute-optimal frontier (``ponder.cluster.frontier.pareto_front``).
+        front: the compute-optimal frontier (``ponder.sweep.frontier.pareto_front``).
         path: the PNG to write.
         title: the figure title.
 
@@ -74,7 +74,7 @@ def plot_coverage(coverage: Sequence, path: str | Path) -> Path:
     """Draw each model's coverage points and fitted power law; save a PNG at ``path``.
 
     Args:
-        coverage: ``ponder.cluster.sweep_report.CoverageData`` items with a ``fit``.
+        coverage: ``ponder.sweep.report.CoverageData`` items with a ``fit``.
         path: the PNG to write.
 
     Returns:

@@ -1,7 +1,7 @@
 """A sweep cell's fingerprint: a hash of everything that decides its results.
 
 A finished cell is skipped when its recorded fingerprint is the one asked for now
-(``ponder.cluster.sweep``). The hash covers the cell's config, less where and how it
+(``ponder.sweep.run``). The hash covers the cell's config, less where and how it
 ran (``UNFINGERPRINTED`` sections, replica resources), its problem ids, and the
 *weights* its models load from local files: new weights at the same path (``ponder
 train`` into ``ponder/models/weights``, or a retrained ``model_path``) make every cell

@@ -4,18 +4,22 @@
     results = pools.collect(timeout)    # whatever came back first
     deliver(runners, pools, results)    # each result to the job that asked for it
 
-A runner is a ``ponder.cluster.jobs.JobRunner``; pools are Ray replica pools or
-in-process ones (anything with ``generator``, ``verifier``, ``all()``).
+A runner is a ``ponder.engine.jobs.JobRunner``; pools are Ray replica pools or
+in-process ones (``ponder.engine.pools.Pools``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
+from ponder.engine.pools import Pools
 from ponder.search.messages import Result
 
+if TYPE_CHECKING:  # jobs imports nothing from here at run time; only the annotations need it
+    from ponder.engine.jobs import JobRunner
 
-def dispatch(runners: Sequence[Any], pools: Any) -> int:
+
+def dispatch(runners: Sequence[JobRunner], pools: Pools) -> int:
     """Schedule every runner and send its batches to the pools, if a pool can take more.
 
     Returns:
@@ -39,7 +43,7 @@ def dispatch(runners: Sequence[Any], pools: Any) -> int:
     return sent
 
 
-def deliver(runners: Sequence[Any], pools: Any, results: list[Result]) -> None:
+def deliver(runners: Sequence[JobRunner], pools: Pools, results: list[Result]) -> None:
     """Route each result to the runner whose request it answers, and failed requests likewise."""
     mine: dict[int, list[Result]] = {}  # runner index -> its results
     for result in results:
@@ -50,7 +54,7 @@ def deliver(runners: Sequence[Any], pools: Any, results: list[Result]) -> None:
         runner.update(mine.get(index, []))
     for pool in pools.all():
         failed = pool.pop_failed()
-        reason = getattr(pool, "last_error", None) or "the backend raised on every attempt"
+        reason = pool.last_error or "the backend raised on every attempt"
         for runner in runners:
             theirs = [r for r in failed if runner.owns(r.request_id)]
             if theirs:

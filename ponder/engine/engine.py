@@ -12,7 +12,7 @@ lockstep batch. Pools bound the batches in flight per replica and queue the rest
 The loop runs against either Ray replica pools (``ponder.actors``) or in-process
 pools that call backends directly (``ray.mode: inprocess``, or ``run_inprocess``),
 which tests and the engine-overhead benchmark use; the loop is the same code.
-A ``ponder.cluster.jobs.JobRunner`` holds the job (scheduler, ledger, run directory,
+A ``ponder.engine.jobs.JobRunner`` holds the job (scheduler, ledger, run directory,
 checkpoints), so ``ponder solve`` and ``ponder serve`` share the loop's two halves.
 """
 
@@ -25,18 +25,20 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any, Iterator, Sequence
 
-from ponder.cluster.checkpoint import RequestIds
-from ponder.cluster.inprocess import InProcessPool, InProcessPools, build_inprocess_pools
-from ponder.cluster.jobs import JobRunner, problem_seed, token_bound
-from ponder.cluster.loop import deliver, dispatch
-from ponder.cluster.progress import Progress
-from ponder.cluster.results import make_summary
+from ponder.engine.checkpoint import RequestIds
+from ponder.engine.inprocess import InProcessPool, InProcessPools, build_inprocess_pools
+from ponder.engine.jobs import JobRunner, problem_seed, token_bound
+from ponder.engine.loop import deliver, dispatch
+from ponder.engine.pools import Pools
+from ponder.engine.progress import Progress
+from ponder.engine.results import make_summary
 from ponder.config import Config
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import Result
+from ponder.tasks import task_from_config
 from ponder.tasks.base import Problem, Task
 
-__all__ = ["Engine", "EngineError", "RayPools", "build_ray_pools", "make_task", "problem_seed",
+__all__ = ["Engine", "EngineError", "problem_seed",
            "run_inprocess", "run_job", "run_loop", "token_bound"]
 
 COLLECT_TIMEOUT_S = 1.0  # collect returns as soon as one batch is back; this only bounds idling
@@ -49,79 +51,12 @@ class EngineError(RuntimeError):
     """The job cannot go on (a request nobody can serve, the scheduler stuck)."""
 
 
-# -- Ray pools ------------------------------------------------------------------------
-
-class RayPools:
-    """``ponder.actors`` replica pools, with the ``collect`` and ``shutdown`` the loop calls.
-
-    Args:
-        pools: what ``ponder.actors.build_pools`` returned.
-        runtime: the Ray connection to end at shutdown; None leaves Ray running (the
-            caller's, e.g. a test fixture's or a notebook's).
-    """
-
-    def __init__(self, pools: Any, runtime: Any = None):
-        from ponder.actors import collect
-
-        self._pools = pools
-        self._collect = collect
-        self._runtime = runtime
-        self.generator = pools.generator
-        self.verifier = pools.verifier
-
-    def all(self) -> list[Any]:
-        return self._pools.all()
-
-    def collect(self, timeout: float) -> list[Result]:
-        return self._collect(self._pools.all(), timeout=timeout)
-
-    def shutdown(self) -> None:
-        try:
-            self._pools.shutdown()
-        finally:
-            if self._runtime is not None:
-                self._runtime.shutdown()
-
-
-def pool_options(config: Config) -> dict[str, Any]:
-    """``build_pools`` keyword arguments from ``config.engine``."""
-    engine = config.engine
-    return dict(max_in_flight_batches=engine.max_in_flight_batches,
-                max_batch_requests=engine.max_batch_requests,
-                max_batch_tokens=engine.max_batch_tokens, batch_wait_s=engine.batch_wait_s,
-                task_events=engine.ray_task_events)
-
-
-def build_ray_pools(config: Config, connect_ray: bool = True) -> RayPools:
-    """Create the replica pools ``config`` names, connecting to (or starting) Ray first.
-
-    Args:
-        config: the job config (``generator``, ``verifier``, ``engine``, ``ray``).
-        connect_ray: False when this process is already connected to Ray; then
-            shutting the pools down leaves Ray running.
-    """
-    from ponder.cluster.pools import build_pools
-
-    runtime = None
-    if connect_ray:
-        from ponder.cluster.runtime import connect
-
-        runtime = connect(config.ray)
-    try:
-        pools = build_pools(config.generator, config.verifier, **pool_options(config))
-    except BaseException:
-        if runtime is not None:
-            runtime.shutdown()
-        raise
-    return RayPools(pools, runtime)
-
-
 # -- one job ---------------------------------------------------------------------------
 
-def run_loop(runner: JobRunner, pools: Any) -> None:
+def run_loop(runner: JobRunner, pools: Pools) -> None:
     """Step ``runner`` until every problem has an answer: the loop of ``ponder solve``.
 
-    ``dispatch`` and ``deliver`` (``ponder.cluster.loop``) are the two halves that
+    ``dispatch`` and ``deliver`` (``ponder.engine.loop``) are the two halves that
     ``ponder serve`` runs for many jobs at once; this is the same loop for one.
 
     Raises:
@@ -180,21 +115,23 @@ class Engine:
             around backend objects); the caller keeps ownership of them.
     """
 
-    def __init__(self, config: Config, task: Task | None = None, pools: Any = None):
+    def __init__(self, config: Config, task: Task | None = None, pools: Pools | None = None):
         self.config = config
-        self.task = task if task is not None else make_task(config)
+        self.task = task if task is not None else task_from_config(config.task)
         self._pools = pools
         self._owns_pools = pools is None
         self._request_ids = RequestIds()  # unique over every job of this engine
         self.setup_seconds = 0.0
 
-    def pools(self) -> Any:
+    def pools(self) -> Pools:
         """The pools, built now if needed (Ray: connects and starts the actors)."""
         if self._pools is None:
             start = time.monotonic()
             if self.config.ray.mode == "inprocess":
                 self._pools = build_inprocess_pools(self.config.generator, self.config.verifier)
             else:
+                from ponder.cluster.pools import build_ray_pools  # Ray only when a job uses it
+
                 self._pools = build_ray_pools(self.config)
             self.setup_seconds = time.monotonic() - start
         return self._pools
@@ -270,13 +207,6 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def make_task(config: Config) -> Task:
-    """The task object ``config.task`` names."""
-    from ponder.tasks import get_task
-
-    return get_task(config.task.name, **config.task.kwargs)
 
 
 def run_job(config: Config, problems: Sequence[Problem], out_dir: str | os.PathLike,

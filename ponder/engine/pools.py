@@ -1,0 +1,54 @@
+"""The pools interface the engine loop drives: one Protocol, two implementations.
+
+``ponder.cluster.pools.RayPools`` (replicas in Ray actors) and
+``ponder.engine.inprocess.InProcessPools`` (backends called in this process) both
+implement ``Pools``; the loop (``ponder.engine.loop``) is the same code for either.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from ponder.search.flops import ModelSpec
+from ponder.search.messages import Request, Result
+
+
+class RolePool(Protocol):
+    """The replicas of one role (generator or verifier), as the loop sees them."""
+
+    last_error: str | None  # why the last batch failed for good, for the job's error line
+
+    def dispatch(self, batch: list[Request], tokens: int | None = None) -> None:
+        """Queue or send one batch; ``tokens`` is its worst-case token count (for merging)."""
+
+    def has_capacity(self) -> bool:
+        """Whether another batch would run now rather than wait in a queue."""
+
+    @property
+    def num_in_flight(self) -> int:
+        """Requests dispatched and not yet returned."""
+
+    def pop_failed(self) -> list[Request]:
+        """Requests given up for good since the last call (every attempt failed)."""
+
+    def model_spec(self) -> ModelSpec:
+        """The served model's size, for FLOP pricing."""
+
+    def shutdown(self) -> None:
+        """Stop serving; queued work is dropped."""
+
+
+class Pools(Protocol):
+    """A job's generator pool and optional verifier pool."""
+
+    generator: RolePool
+    verifier: RolePool | None  # None: the job has no verifier (strategies that only vote)
+
+    def all(self) -> Sequence[RolePool]:
+        """The pools that exist."""
+
+    def collect(self, timeout: float) -> list[Result]:
+        """Results that came back, waiting up to ``timeout`` seconds for the first one."""
+
+    def shutdown(self) -> None:
+        """Shut every pool down (and whatever this object started to host them)."""
