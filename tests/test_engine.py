@@ -199,6 +199,36 @@ def test_a_failing_request_stops_only_its_problem(tmp_path):
     assert summary["num_failed"] == 1 and summary["num_problems"] == 4
 
 
+class TemplatedVerifier(ScriptedVerifier):
+    """A scripted verifier whose input format adds tokens to one problem's prompt, as a PRM's
+    chat template does, beyond what the token bound's slack allows."""
+
+    def __init__(self, long_prompt: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.long_prompt = long_prompt
+
+    def score(self, requests):
+        results = super().score(requests)
+        for request, result in zip(requests, results):
+            if request.prompt == self.long_prompt:
+                result.num_prompt_tokens += 5_000
+        return results
+
+
+def test_a_request_over_its_reservation_stops_only_its_problem(tmp_path):
+    task, problems, gen, _ = scripted_job(num_problems=4)
+    scripted = [ScriptedProblem(prompt=task.prompt(p), answer=p.reference) for p in problems]
+    ver = TemplatedVerifier(task.prompt(problems[1]), scripted, seed=1)
+    config = inprocess_config("beam", SMALL_PARAMS["beam"])
+    config.budget.flops_per_problem = 10**12
+    summary = run_inprocess(config, problems, tmp_path, gen, ver, task=task)
+    by_id = {line["id"]: line for line in read_results(tmp_path)}
+    assert by_id["1"]["stop_reason"] == "error" and "token bound" in by_id["1"]["error"]
+    assert all(by_id[i]["error"] is None for i in ("0", "2", "3"))
+    assert all(line["flops"] <= 10**12 for line in by_id.values())
+    assert summary["num_failed"] == 1 and summary["num_problems"] == 4
+
+
 def test_scoring_strategy_without_verifier_is_a_clear_error(tmp_path):
     task, problems, gen, _ = scripted_job(num_problems=1)
     config = inprocess_config("beam", SMALL_PARAMS["beam"])

@@ -350,12 +350,20 @@ def test_request_blocked_by_others_in_flight_is_held_not_stopped():
     assert budget.num_open_reservations == 0
 
 
-def test_result_over_its_reservation_raises():
-    budget, scheduler, _ = _one(None)
+def test_result_over_its_reservation_stops_its_problem_not_the_others():
+    budget = BudgetManager(flops_per_problem=10**12)
+    scheduler, (a, b) = _make(2, budget)
     plan = scheduler.schedule()
-    with pytest.raises(BudgetError, match="reserved only"):
-        scheduler.update(ScriptedInstantBackend(extra_prompt_tokens=100).run(plan))
-    assert budget.num_open_reservations == 1  # nothing half-settled
+    results = ScriptedInstantBackend().run(plan)
+    p0_ids = {q.request_id for b in plan.generate_batches for q in b if q.prefix_id.startswith("p0:")}
+    over = next(r for r in results if r.request_id in p0_ids)
+    over.num_prompt_tokens += 10_000  # a chat template the token bound did not allow for
+    scheduler.update(results)
+    assert set(scheduler.errors) == {"p0"} and "reserved" in scheduler.errors["p0"]
+    assert a.stop_reason == "cancelled" and b.stop_reason is None
+    assert budget.spent("p0") <= 10**12 and budget.num_open_reservations == 0
+    answers = _drive(scheduler, budget, random.Random(3))
+    assert "p1" in {x.problem_id for x in answers}
 
 
 # -- cancellation, failures, misuse -----------------------------------------------------------

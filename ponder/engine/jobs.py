@@ -203,6 +203,8 @@ class JobRunner:
         if results:
             self._mine.difference_update(r.request_id for r in results)
             self.scheduler.update(results)
+            for problem_id, error in self.scheduler.errors.items():
+                self.errors.setdefault(problem_id, error)
         self._finish()
         if self.cadence.tick(1 if results else 0) and self.has_work:
             self.checkpoint()

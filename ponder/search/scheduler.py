@@ -184,6 +184,7 @@ class Scheduler:
         self._idle: dict[str, None] = {}  # problem_id -> None: nothing in flight, nothing asked
         self._orphaned: set[int] = set()  # request ids released by cancel(); results ignored
         self._finished: list[Answer] = []
+        self.errors: dict[str, str] = {}  # problem_id -> why it was stopped with an error
         self._packers = (_Packer(1, 1), _Packer(1, 1))  # (generate, score), replaced by each schedule()
 
     # -- lifecycle ------------------------------------------------------------
@@ -396,7 +397,11 @@ class Scheduler:
         Raises:
             KeyError: a result whose request is not in flight.
             TypeError: a result of the wrong kind for its request.
-            BudgetError: a result that cost more than its reservation.
+
+        A result that cost more than its reservation (the backend counted more tokens than
+        the token bound allowed, e.g. a chat template longer than the slack) is settled at
+        its reservation, so no cap is passed, and stops its problem with an error in
+        ``errors``; the other problems go on.
         """
         for result in results:
             request_id = result.request_id
@@ -412,6 +417,9 @@ class Scheduler:
                                 f"but got a {type(result).__name__}")
             spec = self.generator_spec if isinstance(request, GenerateRequest) else self.verifier_spec
             actual = actual_flops(request, result, spec)
+            if actual > entry.reservation.flops:
+                self._overrun(entry, actual)
+                continue
             self.budget.settle(entry.reservation, actual)
             del self._in_flight[request_id]
             del problem.in_flight[request_id]
@@ -425,6 +433,20 @@ class Scheduler:
                 self._finish_if_done(problem)
             else:
                 self._ready[problem.problem_id] = None
+
+    def _overrun(self, entry: _InFlight, actual: int) -> None:
+        """Stop the problem of a result that cost more than its reservation, within its caps."""
+        request, problem = entry.request, entry.problem
+        reserved = entry.reservation.flops
+        del self._in_flight[request.request_id]
+        del problem.in_flight[request.request_id]
+        self.budget.settle(entry.reservation, reserved)  # the cap holds; the error says the rest
+        role = "generator" if isinstance(request, GenerateRequest) else "verifier"
+        self.errors.setdefault(problem.problem_id, (
+            f"{role} request {request.request_id} cost {actual} FLOPs but reserved {reserved}: "
+            f"the backend counted more tokens than the token bound allows (raise "
+            f"budget.token_bound_slack, or use a backend that reports prompt token counts)"))
+        self.cancel(problem.problem_id)
 
     def _finish_if_done(self, problem: _Problem) -> None:
         """Produce the Answer of a stopped problem once none of its requests is in flight."""
