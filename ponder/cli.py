@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(e: BaseException) -> bool:
     from ponder.config import ConfigError
 
-    return isinstance(e, (ConfigError, ValueError, OSError, KeyError))
+    return isinstance(e, (ConfigError, ValueError, OSError, KeyError, ImportError))
 
 
 def _one_line(e: BaseException) -> str:

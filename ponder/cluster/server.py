@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 
+from ponder.actors.requirements import check_requirements
 from ponder.cluster.auth import AUTH_MODE_ENV, gcs_address, require_token_auth, use_loopback
 from ponder.cluster.client import unwrap_actor_error
 from ponder.cluster.pools import build_ray_pools
@@ -71,6 +72,7 @@ def serve(config: Any, state_dir: str | Path, address: str | None = None,
             cluster at ``address`` has no token authentication, or ``address`` is ``ray://``.
         TokenRefused: the cluster refuses this process's token.
     """
+    check_requirements(config)
     state_dir = Path(state_dir).expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     runtime, served = _serve_ray(config, address or os.environ.get("RAY_ADDRESS"), num_cpus)

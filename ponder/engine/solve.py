@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from ponder.actors.requirements import check_requirements
 from ponder.config import Config, load_config
 from ponder.engine.engine import run_job
 from ponder.tasks import job_problems, task_from_config
@@ -34,9 +35,11 @@ def solve(config: Any = None, problems: Any = None, out_dir: str | Path | None =
 
     Raises:
         ConfigError, ValueError, OSError: bad config or problems (one-line messages).
+        ImportError: a configured backend's packages are missing (before any work starts).
     """
     if not isinstance(config, Config):
         config = load_config(config, list(overrides))
+    check_requirements(config)
     task = task_from_config(config.task)
     if problems is None or isinstance(problems, (str, Path)):
         problems = job_problems(config.task, task, problems, range_)

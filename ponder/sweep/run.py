@@ -28,6 +28,7 @@ from ponder.engine.progress import format_flops
 from ponder.engine.results import RESULTS_FILE, SUMMARY_FILE
 from ponder.sweep.fingerprint import fingerprint
 from ponder.sweep.spec import Cell, SweepSpec, expand_grid, load_sweep
+from ponder.actors.requirements import check_requirements
 from ponder.config import Config
 from ponder.tasks import job_problems, task_from_config
 from ponder.tasks.base import Problem, Task
@@ -137,6 +138,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, problems: Sequence[Proble
 
     log = log or _print_err
     cells = expand_grid(spec)
+    for cell in cells:  # a missing package fails now, not after the cells before it ran
+        check_requirements(cell.config)
     task = task if task is not None else task_from_config(cells[0].config.task)
     if problems is None:
         problems = load_sweep_problems(spec, cells[0].config, task)
