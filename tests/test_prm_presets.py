@@ -21,7 +21,7 @@ pytest.importorskip("transformers", reason="the hf backend needs transformers (p
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 import make_tiny_prms as tiny_prms  # noqa: E402
 
-from ponder.actors.backends.hf_verifier import HFVerifier  # noqa: E402
+from ponder.actors.backends.hf_verifier import HFVerifier, _prm_auto_class  # noqa: E402
 from ponder.actors.backends.prm import PRESETS, QWEN_MATH_SYSTEM, detect_preset, resolve_convention  # noqa: E402
 from ponder.actors.backends.prm_input import encode_path  # noqa: E402
 from ponder.actors.factory import BackendSpec, build_backend  # noqa: E402
@@ -160,7 +160,7 @@ def test_path_longer_than_the_context_fails_its_request_by_name(models):
         _score(short, [STEPS], request_id=2)
 
 
-def test_presets_by_name_detection_and_clear_errors(models):
+def test_presets_by_name_detection_and_clear_errors(models, tmp_path):
     assert set(PRESETS) == {"qwen2.5-math-prm", "math-shepherd", "rlhflow", "skywork-prm"}
     with pytest.raises(ValueError, match="presets: math-shepherd, qwen2.5-math-prm, rlhflow, skywork-prm"):
         resolve_convention("shepherd-9000")
@@ -168,6 +168,11 @@ def test_presets_by_name_detection_and_clear_errors(models):
     assert detect_preset({"architectures": ["Qwen2ForPrmModel"]}, None) == "skywork-prm"
     with pytest.raises(ValueError, match="set verifier.kwargs.prm to one of"):
         HFVerifier(models["rlhflow"])  # a chat causal LM: Math-Shepherd or RLHFlow? it does not guess
+    qwen_remote = tmp_path / "qwen_remote"
+    qwen_remote.mkdir()
+    (qwen_remote / "config.json").write_text('{"architectures": ["Qwen2ForProcessRewardModel"]}')
+    with pytest.raises(ValueError, match="trust_remote_code"):  # else a random head would score
+        _prm_auto_class(str(qwen_remote), "reward_head", trust_remote_code=False)
     with pytest.raises(ValueError, match="once"):
         HFVerifier(models["shepherd"], prm="math-shepherd", convention="math-shepherd")
     # what a config's verifier.kwargs.prm reaches: the factory builds the verifier with it

@@ -22,14 +22,23 @@ from ponder.search.messages import ScoreRequest, ScoreResult
 
 def _prm_auto_class(path: str, mode: str, trust_remote_code: bool) -> str:
     """The auto class a PRM loads with; a checkpoint whose remote code maps only AutoModel
-    (Qwen2.5-Math-PRM's ``Qwen2ForProcessRewardModel``) loads with AutoModel."""
+    (Qwen2.5-Math-PRM's ``Qwen2ForProcessRewardModel``) loads with AutoModel.
+
+    Raises:
+        ValueError: a Qwen2ForProcessRewardModel without trust_remote_code: transformers'
+            own Qwen2ForTokenClassification would load with a fresh one-layer head in
+            place of its two-layer one, and score at random.
+    """
     if mode == "label_tokens":
         return "AutoModelForCausalLM"
-    auto_map = json.loads((Path(path) / "config.json").read_text()).get("auto_map", {})
+    config = json.loads((Path(path) / "config.json").read_text())
+    if "Qwen2ForProcessRewardModel" in (config.get("architectures") or []) and not trust_remote_code:
+        raise ValueError("Qwen2ForProcessRewardModel ships its own modelling code: set "
+                         "verifier.kwargs.trust_remote_code: true to load this PRM")
+    auto_map = config.get("auto_map", {})
     if trust_remote_code and "AutoModel" in auto_map and "AutoModelForTokenClassification" not in auto_map:
         return "AutoModel"
     return "AutoModelForTokenClassification"
-
 
 
 class HFVerifier:
