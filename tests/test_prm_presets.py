@@ -103,7 +103,8 @@ def test_rlhflow_reads_plus_where_the_assistant_reply_is_predicted(models):
     # RLHFlow's reference: one chat per prefix, logits at position -3 (before "+", <|eot_id|>)
     expected = []
     for k in range(3):
-        chat = [m for t in turns[:k + 1] for m in ({"role": "user", "content": t}, {"role": "assistant", "content": "+"})]
+        chat = [m for t in turns[:k + 1]
+                for m in ({"role": "user", "content": t}, {"role": "assistant", "content": "+"})]
         prefix_ids = prm.tokenizer.apply_chat_template(chat, tokenize=True, return_dict=False)
         with torch.no_grad():
             logits = prm.model(input_ids=torch.tensor([prefix_ids])).logits[0, -3, [plus, minus]]

@@ -191,7 +191,8 @@ def reply_token_positions(offsets: list[tuple[int, int]], reply_starts: list[int
     return positions
 
 
-def _encode_step_tokens(tokenizer, convention: PRMConvention, prompt: str, steps: list[str]) -> tuple[list[int], list[int]]:
+def _encode_step_tokens(tokenizer, convention: PRMConvention, prompt: str,
+                        steps: list[str]) -> tuple[list[int], list[int]]:
     """Skywork's layout, built from ids (each piece tokenized alone), so no offsets are needed."""
     if tokenizer.bos_token is None:
         raise ValueError("the step_tokens layout (Skywork PRM) starts with the tokenizer's BOS token, "
