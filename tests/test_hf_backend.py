@@ -15,7 +15,8 @@ pytest.importorskip("transformers", reason="the hf backend needs transformers (p
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 import make_tiny_llama as tiny  # noqa: E402
 
-from ponder.actors.backends.hf import HFGenerator, HFVerifier  # noqa: E402
+from ponder.actors.backends.hf import HFGenerator  # noqa: E402
+from ponder.actors.backends.hf_verifier import HFVerifier  # noqa: E402
 from ponder.actors.backends.prm import PRMConvention  # noqa: E402
 from ponder.search.budget import actual_flops, worst_case_flops  # noqa: E402
 from ponder.search.messages import GenerateRequest, ScoreRequest  # noqa: E402
@@ -161,8 +162,8 @@ def test_label_token_prm_matches_math_shepherd_reading(models):
     res = prm.score([ScoreRequest(request_id=5, prompt="Input: 4 4 6 8", paths=paths)])[0]
     assert res.request_id == 5 and [len(s) for s in res.step_scores] == [2, 1, 0]
     assert all(0.0 <= p <= 1.0 for s in res.step_scores for p in s)
-    # Math-Shepherd by hand: tag " ки" after each step, softmax over ("+", "-") logits at the tags.
-    text = "Input: 4 4 6 8 4 + 8 = 12 ки\n6 * 4 = 24 ки"
+    # Math-Shepherd by hand: "Step k: " before and tag " ки" after each step, softmax over ("+", "-") at the tags.
+    text = "Input: 4 4 6 8 Step 1: 4 + 8 = 12 ки\nStep 2: 6 * 4 = 24 ки"
     ids = prm.tokenizer(text)["input_ids"]
     tag_id = prm.tokenizer.convert_tokens_to_ids(" ки")
     plus, minus = (prm.tokenizer.convert_tokens_to_ids(t) for t in ("+", "-"))
@@ -170,7 +171,7 @@ def test_label_token_prm_matches_math_shepherd_reading(models):
         logits = prm.model(input_ids=torch.tensor([ids])).logits[0]  # (T, V)
     expected = logits[torch.tensor(ids) == tag_id][:, [plus, minus]].softmax(-1)[:, 0]
     assert res.step_scores[0] == pytest.approx(expected.tolist(), abs=1e-5)
-    assert res.num_prompt_tokens == len(ids) + len(prm.tokenizer("Input: 4 4 6 8 4 * 6 = 24 ки")["input_ids"])
+    assert res.num_prompt_tokens == len(ids) + len(prm.tokenizer("Input: 4 4 6 8 Step 1: 4 * 6 = 24 ки")["input_ids"])
     assert res.num_cached_prompt_tokens == 0
 
 
@@ -216,7 +217,7 @@ def test_batched_scoring_equals_one_path_at_a_time(models):
 
 
 def test_remote_code_prm_loads_with_the_class_its_auto_map_names(tmp_path):
-    from ponder.actors.backends.hf import _prm_auto_class
+    from ponder.actors.backends.hf_verifier import _prm_auto_class
 
     (tmp_path / "config.json").write_text('{"auto_map": {"AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel"}}')
     assert _prm_auto_class(str(tmp_path), "reward_head", trust_remote_code=True) == "AutoModel"

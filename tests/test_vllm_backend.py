@@ -21,7 +21,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 import make_tiny_llama as tiny  # noqa: E402
 
-from ponder.actors.backends.prm import encode_path, resolve_convention  # noqa: E402
+from ponder.actors.backends.prm import resolve_convention  # noqa: E402
+from ponder.actors.backends.prm_input import encode_path  # noqa: E402
 from ponder.actors.backends.vllm import VLLMGenerator, VLLMVerifier  # noqa: E402
 from ponder.search.messages import GenerateRequest, ScoreRequest  # noqa: E402
 
@@ -185,7 +186,7 @@ def test_reward_head_prm_matches_reference(models, torch_mod):
 
 @needs_vllm
 def test_label_token_prm_matches_hf_backend(models, torch_mod):
-    from ponder.actors.backends.hf import HFVerifier
+    from ponder.actors.backends.hf_verifier import HFVerifier
 
     prm = VLLMVerifier(models["llama"], convention="math-shepherd", fallback_to_hf=False, **CPU_ENGINE)
     assert prm.fallback is None

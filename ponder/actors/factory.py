@@ -15,10 +15,11 @@ from typing import Any
 
 ROLES = ("generator", "verifier")
 
-# backend name -> (module, generator class, verifier class)
+# backend name -> (module, generator class, verifier class); a class written "module:Class"
+# lives in a module of its own
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "embedded": ("ponder.actors.backends.embedded", "EmbeddedGenerator", "EmbeddedVerifier"),
-    "hf": ("ponder.actors.backends.hf", "HFGenerator", "HFVerifier"),
+    "hf": ("ponder.actors.backends.hf", "HFGenerator", "ponder.actors.backends.hf_verifier:HFVerifier"),
     "vllm": ("ponder.actors.backends.vllm", "VLLMGenerator", "VLLMVerifier"),
     "scripted": ("ponder.search.scripted", "ScriptedGenerator", "ScriptedVerifier"),
 }
@@ -75,6 +76,8 @@ def resolve_backend_class(name: str, role: str) -> type:
     if name in BACKENDS:
         module_name, generator_cls, verifier_cls = BACKENDS[name]
         class_name = generator_cls if role == "generator" else verifier_cls
+        if ":" in class_name:
+            module_name, _, class_name = class_name.partition(":")
     elif ":" in name:
         module_name, _, class_name = name.partition(":")
     else:

@@ -21,7 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ponder.actors.backends.prm import PRMConvention, encode_path, label_token_ids, resolve_convention, step_probs
+from ponder.actors.backends.prm import PRMConvention, pick_convention, step_probs
+from ponder.actors.backends.prm_input import check_length, encode_path, label_token_ids
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 
@@ -188,33 +189,45 @@ def _result(req: GenerateRequest, outs: list) -> GenerateResult:
 class VLLMVerifier:
     """VerifierBackend: a PRM on vLLM's pooling runner, falling back to the hf PRM.
 
-    The PRM returns logits at every position (token-classify pooling, no
-    activation); step scores are read at the step tags exactly as the hf backend
-    reads them (``ponder.actors.backends.prm``). A "reward_head" PRM
-    (Qwen2.5-Math-PRM, ``Qwen2ForProcessRewardModel``) runs natively; a
-    "label_tokens" PRM (Math-Shepherd, a causal LM) is converted by vLLM into a
-    classifier whose two classes are the lm_head rows of the (good, bad) tokens.
+    The PRM returns its outputs at every position (token-classify pooling, no
+    activation); step scores are read at the positions the preset names, exactly
+    as the hf backend reads them (``ponder.actors.backends.prm_input``). A
+    "reward_head" PRM (Qwen2.5-Math-PRM, ``Qwen2ForProcessRewardModel``) runs
+    natively; a "label_tokens" PRM (Math-Shepherd, RLHFlow: causal LMs) is
+    converted by vLLM into a classifier whose two classes are the lm_head rows of
+    the (good, bad) tokens. A "value_head" PRM (Skywork, ``Qwen2ForPrmModel``)
+    runs only where a vLLM plugin registers that architecture as a token-classify
+    model returning the raw value (Skywork's own plugin targets an old vLLM);
+    otherwise vLLM refuses it and the hf fallback scores.
 
     Args:
         model_path: local PRM checkpoint folder.
-        convention: a :class:`PRMConvention`, a preset name or a dict of its fields.
+        prm: a preset name, a dict of :class:`PRMConvention` fields or an instance;
+            None: detected from the checkpoint.
+        convention: the older name of ``prm``.
         fallback_to_hf: when vLLM cannot run this PRM (not installed, or the model
             is not a supported pooling model), score with ``HFVerifier`` instead.
         hf_kwargs: keyword arguments for that ``HFVerifier`` (dtype, device, ...).
         Other arguments: as :class:`VLLMGenerator`.
 
     Raises:
-        ValueError: a missing model path or an unknown convention.
+        ValueError: a missing model path, an unknown preset, or one that cannot be detected.
         ImportError: vLLM is missing and ``fallback_to_hf`` is False.
     """
 
-    def __init__(self, model_path: str | Path, *, convention: PRMConvention | str | dict | None = None,
+    def __init__(self, model_path: str | Path, *, prm: PRMConvention | str | dict | None = None,
+                 convention: PRMConvention | str | dict | None = None,
                  tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0, enforce_eager: bool = False,
                  gpu_memory_utilization: float = 0.9, kv_cache_memory_bytes: int | None = None,
                  max_model_len: int | None = None, trust_remote_code: bool = False, fallback_to_hf: bool = True,
                  hf_kwargs: dict[str, Any] | None = None, **llm_kwargs: Any):
+        from transformers import AutoTokenizer  # optional dependency: lazy
+
         path = _checkpoint_path(model_path)
-        self.convention = resolve_convention(convention)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        self.convention = pick_convention(path, prm, convention, self.tokenizer)
+        self.max_length = max_model_len or json.loads((Path(path) / "config.json").read_text()).get(
+            "max_position_embeddings")
         self.fallback = None  # the HFVerifier doing the work when vLLM cannot
         try:
             self._init_vllm(path, _engine_kwargs(path, tensor_parallel_size, dtype, seed, enforce_eager,
@@ -223,20 +236,17 @@ class VLLMVerifier:
         except Exception as exc:  # ImportError, or vLLM refusing the architecture
             if not fallback_to_hf:
                 raise
-            from ponder.actors.backends.hf import HFVerifier
+            from ponder.actors.backends.hf_verifier import HFVerifier
 
             log.warning("vLLM cannot run PRM %s (%s: %s); scoring with the hf backend", path, type(exc).__name__, exc)
-            self.fallback = HFVerifier(path, convention=self.convention, trust_remote_code=trust_remote_code,
+            self.fallback = HFVerifier(path, prm=self.convention, trust_remote_code=trust_remote_code,
                                        **(hf_kwargs or {}))
             self._spec = self.fallback.model_spec()
 
     def _init_vllm(self, path: str, kwargs: dict[str, Any]) -> None:
         vllm = _import_vllm()
-        from transformers import AutoTokenizer
         from vllm.config import PoolerConfig
 
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
-                                                       trust_remote_code=kwargs["trust_remote_code"])
         kwargs.update(runner="pooling", pooler_config=PoolerConfig(task="token_classify", tok_pooling_type="ALL"))
         if self.convention.mode == "label_tokens":
             good, bad = label_token_ids(self.tokenizer, self.convention.label_tokens)
@@ -256,15 +266,19 @@ class VLLMVerifier:
         """P(step is good) for every step of every path, all paths in one ``llm.encode`` call.
 
         Cached prompt tokens are vLLM's prefix-cache hits for the scored inputs.
+
+        Raises:
+            ValueError: a path longer than the PRM's context (naming its request), before any model call.
         """
         if self.fallback is not None:
             return self.fallback.score(requests)
-        jobs = []  # (request index, path index, tag positions) of each non-empty path
+        jobs = []  # (request index, path index, scored positions) of each non-empty path
         prompts = []
         for i, req in enumerate(requests):
             for j, steps in enumerate(req.paths):
                 if steps:
                     ids, positions = encode_path(self.tokenizer, self.convention, req.prompt, steps)
+                    check_length(len(ids), self.max_length, req.request_id, j)
                     jobs.append((i, j, positions))
                     prompts.append({"prompt_token_ids": ids})
         outputs = self.llm.encode(prompts, self._pooling_params, use_tqdm=False,
@@ -272,8 +286,8 @@ class VLLMVerifier:
         scores = [[[] for _ in req.paths] for req in requests]  # request -> path -> step scores
         num_tokens, num_cached = [0] * len(requests), [0] * len(requests)
         for (i, j, positions), out in zip(jobs, outputs):
-            logits = out.outputs.data  # (T, 2) or (T, C): every position's class logits
-            scores[i][j] = step_probs(logits[positions], self.convention)
+            data = out.outputs.data  # (T, 2), (T, C) or (T, 1): every position's logits or value
+            scores[i][j] = step_probs(data[positions], self.convention)
             num_tokens[i] += len(out.prompt_token_ids)
             num_cached[i] += out.num_cached_tokens or 0
         return [ScoreResult(req.request_id, scores[i], num_tokens[i], num_cached[i])
