@@ -18,9 +18,9 @@ per-repeat ratios. CPU time rather than wall time because the box is shared and
 wall time there counts other people's work; with the default of 1 torch thread
 CPU time is the call's own compute time.
 Memory: peak resident memory of a fresh subprocess (Linux VmHWM, reset through
-/proc/self/clear_refs just before) minus its resident memory before building the inputs: the KV the method must hold plus the peak of
-every temporary inside the call, as the OS saw it. A warm-up on tiny inputs runs
-first so that library initialisation is not counted.
+/proc/self/clear_refs just before) minus its resident memory before building the inputs:
+the KV the method must hold plus the peak of every temporary inside the call, as the OS
+saw it. A warm-up on tiny inputs runs first so that library initialisation is not counted.
 
 On CUDA (``--device cuda``) three methods run: ``triton`` (the shared path's Triton
 kernel), ``torch`` (its torch reference on the GPU) and ``naive`` as above. Time is
@@ -246,14 +246,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the box is shared)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: Triton vs torch vs naive on a GPU (wall time, CUDA memory)")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # gpu_check --cpu-smoke
     parser.add_argument("--child", nargs=5, metavar=("METHOD", "N", "P", "S", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
         child_peak_memory(args.child[0], *map(int, args.child[1:]))
         return
-    if args.device == "cuda":
-        print(json.dumps(bench_device(args.quick)))
+    if args.device == "cuda" or args.smoke:  # --smoke: the CUDA code path on CPU, tiny (no Triton, no memory)
+        configs = [(4, 64, 8, 1), (4, 64, 8, 4)] if args.smoke else None
+        print(json.dumps(bench_device(args.quick, "cpu" if args.smoke else "cuda", configs)))
         return
     decode = [(n, p, 16, 1) for p in (256, 512, 1024) for n in (16, 32, 64)]  # one new token a sibling
     prefill = [(n, p, 16, 16) for p in (256, 1024) for n in (16, 64)]  # each sibling's 16-token step at once
