@@ -1,7 +1,8 @@
-"""Shared-prefix attention on CPU vs naive batched attention over a duplicated prefix.
+"""Shared-prefix attention vs naive batched attention over a duplicated prefix, on CPU or CUDA.
 
     python benchmarks/kernel_speed.py            # full grid, about 3-5 minutes on a busy 2-core box
     python benchmarks/kernel_speed.py --quick    # about a minute
+    python benchmarks/kernel_speed.py --device cuda [--quick]   # Triton vs torch vs naive on a GPU
 
 What is compared, per (siblings n, prefix P, suffix S, queries T):
 - ``shared``: ponder.kernels.shared_prefix_attention (its torch path on CPU); the
@@ -17,12 +18,19 @@ per-repeat ratios. CPU time rather than wall time because the box is shared and
 wall time there counts other people's work; with the default of 1 torch thread
 CPU time is the call's own compute time.
 Memory: peak resident memory of a fresh subprocess (Linux VmHWM, reset through
-/proc/self/clear_refs just before) minus its resident memory before building the inputs: the KV the method must hold plus the peak of
-every temporary inside the call, as the OS saw it. A warm-up on tiny inputs runs
-first so that library initialisation is not counted.
+/proc/self/clear_refs just before) minus its resident memory before building the inputs:
+the KV the method must hold plus the peak of every temporary inside the call, as the OS
+saw it. A warm-up on tiny inputs runs first so that library initialisation is not counted.
 
-Ends with one JSON line; its headline is the speedup and memory ratio (naive /
-shared) at the largest setting, n = 64, P = 1024, decode (T = 1).
+On CUDA (``--device cuda``) three methods run: ``triton`` (the shared path's Triton
+kernel), ``torch`` (its torch reference on the GPU) and ``naive`` as above. Time is
+wall time of one call between two ``torch.cuda.synchronize()``, median over repeats;
+memory is the peak of ``torch.cuda.max_memory_allocated`` over building the inputs
+and one call, minus what was allocated before.
+
+Ends with one JSON line; on CPU its headline is the speedup and memory ratio (naive /
+shared) at n = 64, P = 1024, decode (T = 1); on CUDA the speedups of triton over naive
+and over torch at the largest decode setting (n = 64, P = 4096 with --quick).
 """
 
 from __future__ import annotations
@@ -40,13 +48,17 @@ import torch.nn.functional as F
 from ponder.kernels import shared_prefix_attention
 
 NUM_HEADS, HEAD_DIM = 8, 64  # a small model's attention layer; fp32 as on CPU
+SHARED = {"shared": "auto", "triton": "triton", "torch": "torch"}  # shared-prefix method -> kernel path
 
 
-def make_inputs(method: str, n: int, p: int, s: int, t: int, seed: int = 0) -> tuple:
+def make_inputs(method: str, n: int, p: int, s: int, t: int, seed: int = 0, device: str = "cpu") -> tuple:
     """The tensors each method holds: shared keeps one prefix, naive n copies of it."""
+    if device != "cpu":
+        # Same numbers as on CPU, moved; one tensor at a time so the host copy stays small.
+        return tuple(None if x is None else x.to(device) for x in make_inputs(method, n, p, s, t, seed))
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(n, NUM_HEADS, t, HEAD_DIM, generator=g)  # (n, H, T, D)
-    if method == "shared":
+    if method in SHARED:
         kp = torch.randn(NUM_HEADS, p, HEAD_DIM, generator=g)  # (H, P, D)
         vp = torch.randn(NUM_HEADS, p, HEAD_DIM, generator=g)  # (H, P, D)
         ks = torch.randn(n, NUM_HEADS, s, HEAD_DIM, generator=g)  # (n, H, S, D)
@@ -60,8 +72,8 @@ def make_inputs(method: str, n: int, p: int, s: int, t: int, seed: int = 0) -> t
 
 
 def run(method: str, inputs: tuple) -> torch.Tensor:
-    if method == "shared":
-        return shared_prefix_attention(*inputs)  # (n, H, T, D)
+    if method in SHARED:
+        return shared_prefix_attention(*inputs, kernels=SHARED[method])  # (n, H, T, D)
     q, k, v, mask = inputs
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (n, H, T, D)
 
@@ -72,7 +84,8 @@ def duplicate(shared_inputs: tuple) -> tuple:
     n, p, s, t = q.shape[0], kp.shape[1], ks.shape[2], q.shape[2]
     k = torch.cat([kp.expand(n, -1, -1, -1), ks], dim=2)  # (n, H, P+S, D)
     v = torch.cat([vp.expand(n, -1, -1, -1), vs], dim=2)  # (n, H, P+S, D)
-    mask = torch.arange(p + s)[None, :] <= (p + s - t + torch.arange(t))[:, None]  # (T, P+S)
+    pos = torch.arange(p + s, device=q.device)  # (P+S,)
+    mask = pos[None, :] <= (p + s - t + torch.arange(t, device=q.device))[:, None]  # (T, P+S)
     return q, k, v, mask
 
 
@@ -160,15 +173,89 @@ def _format(row: dict) -> str:
     return text + f"  max|diff| {row['max_abs_diff']:.1e}"
 
 
+def _sync(device: str) -> None:
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def device_times(inputs: dict, repeats: int, device: str) -> dict:
+    """Median wall time (ms) of one call of each method, the methods alternating within a repeat."""
+    for method, x in inputs.items():
+        run(method, x)  # warm-up: Triton compiles here
+    times = {method: [] for method in inputs}  # method -> seconds per repeat
+    for _ in range(repeats):
+        for method, x in inputs.items():
+            _sync(device)
+            start = time.perf_counter()
+            run(method, x)
+            _sync(device)
+            times[method].append(time.perf_counter() - start)
+    return {f"{m}_ms": 1e3 * statistics.median(t) for m, t in times.items()}
+
+
+def cuda_peak_mib(method: str, n: int, p: int, s: int, t: int, device: str) -> float:
+    """Peak CUDA memory growth of holding one method's inputs plus one call, MiB (NaN on CPU)."""
+    if device == "cpu":
+        return float("nan")
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    run(method, make_inputs(method, n, p, s, t, device=device))
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def bench_device(quick: bool, device: str = "cuda", configs: list | None = None) -> dict:
+    """Triton vs torch vs naive on ``device``; ``device="cpu"`` (no Triton) only smoke-tests this code."""
+    methods = ("triton", "torch", "naive") if device != "cpu" else ("torch", "naive")
+    if configs is None:
+        decode = [(n, p, 16, 1) for p in (1024, 4096) for n in (16, 64)]
+        prefill = [(n, p, 16, 16) for p in (1024, 4096) for n in (16, 64)]
+        configs = decode + ([] if quick else prefill + [(256, 4096, 16, 1)])
+    repeats = 20 if quick else 100
+    name = torch.cuda.get_device_name() if device != "cpu" else "cpu"
+    print(f"torch {torch.__version__}, {name}, H={NUM_HEADS}, D={HEAD_DIM}, fp32, {repeats} repeats", flush=True)
+    rows = []
+    for n, p, s, t in configs:
+        row = {"n": n, "prefix": p, "suffix": s, "queries": t}
+        shared = make_inputs("shared", n, p, s, t, device=device)
+        naive = run("naive", duplicate(shared))
+        for m in methods[:-1]:
+            row[f"max_abs_diff_{m}"] = float((run(m, shared) - naive).abs().max())
+        del shared, naive
+        row.update(device_times({m: make_inputs(m, n, p, s, t, device=device) for m in methods}, repeats, device))
+        row.update({f"{m}_peak_mib": cuda_peak_mib(m, n, p, s, t, device) for m in methods})
+        rows.append(row)
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    head = max(rows, key=lambda r: (r["queries"] == 1, r["n"] * r["prefix"]))  # the largest decode setting
+    fast = methods[0]
+    return {
+        "benchmark": f"kernels.shared_prefix_attention_{device}", "device": name,
+        "headline_setting": f"n{head['n']}_p{head['prefix']}_t{head['queries']}",
+        f"headline_{fast}_vs_naive": round(head["naive_ms"] / head[f"{fast}_ms"], 2),
+        f"headline_{fast}_vs_torch": round(head["torch_ms"] / head[f"{fast}_ms"], 2),
+        f"headline_memory_naive_vs_{fast}": round(head["naive_peak_mib"] / head[f"{fast}_peak_mib"], 2),
+        "rows": rows, "quick": quick,
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and memory probes (about a minute)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the box is shared)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: Triton vs torch vs naive on a GPU (wall time, CUDA memory)")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # gpu_check --cpu-smoke
     parser.add_argument("--child", nargs=5, metavar=("METHOD", "N", "P", "S", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
         child_peak_memory(args.child[0], *map(int, args.child[1:]))
+        return
+    if args.device == "cuda" or args.smoke:  # --smoke: the CUDA code path on CPU, tiny (no Triton, no memory)
+        configs = [(4, 64, 8, 1), (4, 64, 8, 4)] if args.smoke else None
+        print(json.dumps(bench_device(args.quick, "cpu" if args.smoke else "cuda", configs)))
         return
     decode = [(n, p, 16, 1) for p in (256, 512, 1024) for n in (16, 32, 64)]  # one new token a sibling
     prefill = [(n, p, 16, 16) for p in (256, 1024) for n in (16, 64)]  # each sibling's 16-token step at once

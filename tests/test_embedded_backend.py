@@ -119,3 +119,85 @@ def test_shipped_weights_load_offline_and_solve_easy_puzzles(monkeypatch):
     assert num_solved == len(puzzles)
     scores = ver.score([ScoreRequest(0, PROMPT, PATHS)])[0].step_scores
     assert all(0.0 <= s <= 1.0 for path in scores for s in path)
+
+
+# ------------------------------------------------------------ device and kernel path
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def test_device_auto_and_the_kernel_path_are_backend_kwargs(tiny, monkeypatch):
+    tok, model, prm = tiny
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    gen = EmbeddedGenerator(model=model, tokenizer=tok, device="auto", kernels="torch")
+    ver = EmbeddedVerifier(model=prm, tokenizer=tok, device="cpu", kernels="auto")
+    assert gen.sampler.device == torch.device("cpu") and gen.sampler.kernels == "torch"
+    assert ver.scorer.device == torch.device("cpu") and model.transformer.kernels == "torch"
+    # The explicit torch path is the one auto takes on CPU: the same tokens, bit for bit.
+    req = GenerateRequest(0, PROMPT, n=3, max_new_tokens=12, seed=5)
+    auto = EmbeddedGenerator(model=model, tokenizer=tok).generate([req])[0]
+    torch_path = gen.generate([req])[0]
+    assert auto.token_ids == torch_path.token_ids and auto.cumulative_logprobs == torch_path.cumulative_logprobs
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(device="gpu"), "embedded generator kwargs: device must be one of auto, cpu, cuda"),
+    (dict(kernels="fast"), "embedded generator kwargs: kernels must be one of auto, torch, triton"),
+    (dict(device="cuda"), "sees no GPU"),
+    (dict(device="cpu", kernels="triton"), "triton"),
+])
+def test_bad_device_or_kernels_fail_before_loading_weights(kwargs, match, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    # An empty folder would raise FileNotFoundError if the weights were read first.
+    with pytest.raises(ValueError, match=match):
+        EmbeddedGenerator(model_path=tmp_path, **kwargs)
+    with pytest.raises(ValueError, match=match.replace("generator", "verifier")):
+        EmbeddedVerifier(model_path=tmp_path, **kwargs)
+
+
+def test_backend_module_imports_without_ray():
+    """The GPU check (benchmarks/gpu_check.py) runs on a box with torch and triton but no Ray."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['ray'] = None\n"  # any `import ray` now raises ImportError
+            "import ponder.actors.backends.embedded, ponder.models, ponder.tasks.game24\n"
+            "assert sys.modules['ray'] is None")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("kernels", ["torch", "auto"])
+def test_cuda_backends_match_cpu(kernels):
+    """On CUDA (auto = Triton where it imports) greedy samples and step scores agree with CPU."""
+    reqs = [GenerateRequest(i, f"Input: {nums}\n", n=2, max_new_tokens=60, stop=(), temperature=0.0, seed=i)
+            for i, nums in enumerate(["4 5 6 10", "1 2 3 4", "2 3 5 12", "1 1 4 6"])]
+    cpu = load_default_generator(device="cpu").generate(reqs)
+    gpu = load_default_generator(device="cuda", kernels=kernels).generate(reqs)
+    same = sum(a == b for c, g in zip(cpu, gpu) for a, b in zip(c.token_ids, g.token_ids))
+    assert same >= 6, f"only {same} of 8 greedy samples agree"  # a float tie may flip one
+    assert [r.num_cached_prompt_tokens for r in cpu] == [r.num_cached_prompt_tokens for r in gpu]
+    cpu_scores = load_default_verifier(device="cpu").score([ScoreRequest(0, PROMPT, PATHS)])[0].step_scores
+    gpu_ver = load_default_verifier(device="cuda", kernels=kernels)
+    assert gpu_ver.scorer.device.type == "cuda"
+    gpu_scores = gpu_ver.score([ScoreRequest(0, PROMPT, PATHS)])[0].step_scores
+    for a, b in zip(cpu_scores, gpu_scores):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_cuda_sampling_is_reproducible_and_solves_easy_puzzles():
+    gen = load_default_generator(device="cuda")
+    puzzles = [game24.parse_numbers(p.problem) for p in game24.load_puzzles()[:20:4]]
+    reqs = [GenerateRequest(i, f"Input: {' '.join(map(str, nums))}\n", n=16, max_new_tokens=200,
+                            stop=(), temperature=1.0, seed=i) for i, nums in enumerate(puzzles)]
+    first = gen.generate(reqs)
+    gen.clear_cache()
+    assert [r.token_ids for r in gen.generate(reqs)] == [r.token_ids for r in first]
+    solved = sum(any(game24.verify(nums, game24.extract_answer(t.split("\n")))
+                     for t in r.texts if game24.extract_answer(t.split("\n")))
+                 for nums, r in zip(puzzles, first))
+    assert solved >= len(puzzles) - 1

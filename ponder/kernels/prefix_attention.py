@@ -15,7 +15,8 @@ Positions: the queries of a sibling are its last ``T`` suffix positions
 ``0 .. S - T + t`` (causal within the suffix).
 
 ``shared_prefix_attention`` dispatches to the Triton kernel for CUDA tensors
-when triton imports, and to the torch reference otherwise.
+when triton imports, and to the torch reference otherwise; its ``kernels``
+argument forces one path (``ponder.kernels.select``).
 """
 
 from __future__ import annotations
@@ -24,49 +25,14 @@ import math
 
 import torch
 
+from ponder.kernels.common import check_attention_shapes
+from ponder.kernels.select import resolve_kernels
+
 __all__ = [
     "shared_prefix_attention",
     "shared_prefix_attention_torch",
     "merge_attention_states",
-    "check_attention_shapes",
 ]
-
-
-def check_attention_shapes(
-    q: torch.Tensor,
-    k_prefix: torch.Tensor,
-    v_prefix: torch.Tensor,
-    k_suffix: torch.Tensor,
-    v_suffix: torch.Tensor,
-) -> None:
-    """Raise ``ValueError`` naming the bad tensor unless the shapes agree.
-
-    Expected: q (n, H, T, D); k_prefix, v_prefix (H, P, D);
-    k_suffix, v_suffix (n, H, S, D) with S >= T >= 1 and n >= 1.
-    """
-    if q.dim() != 4:
-        raise ValueError(f"q must be (n, H, T, D), got shape {tuple(q.shape)}")
-    n, num_heads, t, d = q.shape
-    if n < 1 or t < 1:
-        raise ValueError(f"q needs n >= 1 siblings and T >= 1 queries, got shape {tuple(q.shape)}")
-    for name, x in (("k_prefix", k_prefix), ("v_prefix", v_prefix)):
-        if x.dim() != 3 or x.shape[0] != num_heads or x.shape[2] != d:
-            raise ValueError(f"{name} must be (H={num_heads}, P, D={d}), got shape {tuple(x.shape)}")
-    if v_prefix.shape != k_prefix.shape:
-        raise ValueError(f"v_prefix {tuple(v_prefix.shape)} must match k_prefix {tuple(k_prefix.shape)}")
-    for name, x in (("k_suffix", k_suffix), ("v_suffix", v_suffix)):
-        if x.dim() != 4 or x.shape[0] != n or x.shape[1] != num_heads or x.shape[3] != d:
-            raise ValueError(
-                f"{name} must be (n={n}, H={num_heads}, S, D={d}), got shape {tuple(x.shape)}"
-            )
-    if v_suffix.shape != k_suffix.shape:
-        raise ValueError(f"v_suffix {tuple(v_suffix.shape)} must match k_suffix {tuple(k_suffix.shape)}")
-    if k_suffix.shape[2] < t:
-        raise ValueError(f"suffix length S={k_suffix.shape[2]} must be >= number of queries T={t}")
-    dtypes = {x.dtype for x in (q, k_prefix, v_prefix, k_suffix, v_suffix)}
-    devices = {x.device for x in (q, k_prefix, v_prefix, k_suffix, v_suffix)}
-    if len(dtypes) != 1 or len(devices) != 1:
-        raise ValueError(f"all inputs must share one dtype and device, got {dtypes} on {devices}")
 
 
 def merge_attention_states(
@@ -182,6 +148,7 @@ def shared_prefix_attention(
     k_suffix: torch.Tensor,
     v_suffix: torch.Tensor,
     scale: float | None = None,
+    kernels: str = "auto",
 ) -> torch.Tensor:
     """Attention of ``n`` siblings over one shared prefix plus their own suffixes.
 
@@ -195,20 +162,21 @@ def shared_prefix_attention(
         k_suffix: (n, H, S, D) each sibling's own keys, S >= T.
         v_suffix: (n, H, S, D) each sibling's own values.
         scale: score scale; default 1 / sqrt(D).
+        kernels: ``"auto"`` (Triton for CUDA tensors when triton imports, else torch),
+            ``"torch"`` or ``"triton"``.
 
     Returns:
         (n, H, T, D) attention output in q's dtype. Query t (suffix position
         S - T + t) attends to the whole prefix and to suffix keys 0 .. S - T + t.
 
     Raises:
-        ValueError: shapes, dtypes or devices disagree (the message names the tensor).
+        ValueError: shapes, dtypes or devices disagree (the message names the tensor),
+            or ``kernels`` names a path that cannot run on q's device.
     """
     check_attention_shapes(q, k_prefix, v_prefix, k_suffix, v_suffix)
-    if q.is_cuda:
-        from ponder.kernels import triton_available
+    if resolve_kernels(kernels, q.device) == "triton":
+        # Lazy: triton is optional, and the module compiles kernels on import.
+        from ponder.kernels.triton_prefix_attention import shared_prefix_attention_triton
 
-        if triton_available():
-            from ponder.kernels.triton_prefix_attention import shared_prefix_attention_triton
-
-            return shared_prefix_attention_triton(q, k_prefix, v_prefix, k_suffix, v_suffix, scale)
+        return shared_prefix_attention_triton(q, k_prefix, v_prefix, k_suffix, v_suffix, scale)
     return shared_prefix_attention_torch(q, k_prefix, v_prefix, k_suffix, v_suffix, scale)

@@ -7,7 +7,8 @@ Semantics, shared by the torch reference and the Triton kernel:
 3. Top-p (1.0 = off): over the top-k survivors, renormalised, keep the smallest
    set of most likely tokens whose mass is >= p.
 Both filters are expressed as one per-row cutoff on the scaled logits (a token is
-kept iff ``scaled >= cutoff``), so tokens tied with the last kept one are kept too.
+kept iff ``scaled >= cutoff``, ``ponder.kernels.common.sampling_cutoffs``), so tokens
+tied with the last kept one are kept too.
 4. Draw with the Gumbel-max trick, argmax(scaled + Gumbel noise) over the kept
    tokens, which samples exactly from softmax of the kept scaled logits.
 The returned logprob is that of the chosen token under the model's unscaled
@@ -19,95 +20,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = [
-    "sample",
-    "sample_torch",
-    "sampling_probs",
-    "sampling_cutoffs",
-    "expand_params",
-    "filters_on",
-    "scale_logits",
-]
+from ponder.kernels.common import ParamLike, expand_params, sampling_cutoffs, scale_logits
+from ponder.kernels.select import resolve_kernels
 
-ParamLike = float | int | torch.Tensor
-
-
-def _as_row_tensor(value: ParamLike, num_rows: int, dtype: torch.dtype, device, name: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        if value.dim() == 0:
-            value = value.reshape(1).expand(num_rows)
-        if value.shape != (num_rows,):
-            raise ValueError(f"{name} must be a scalar or shape ({num_rows},), got {tuple(value.shape)}")
-        return value.to(device=device, dtype=dtype)
-    return torch.full((num_rows,), value, dtype=dtype, device=device)
-
-
-def expand_params(
-    logits: torch.Tensor, temperature: ParamLike, top_k: ParamLike, top_p: ParamLike
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate the sampling parameters and broadcast each to one value a row.
-
-    Returns:
-        (temperature, top_k, top_p): (B,) float32, (B,) int64, (B,) float32.
-
-    Raises:
-        ValueError: a value out of range (temperature >= 0, top_k >= 0, 0 < top_p <= 1)
-            or a per-row tensor of the wrong length.
-    """
-    if logits.dim() != 2 or logits.shape[1] < 1:
-        raise ValueError(f"logits must be (B, V) with V >= 1, got shape {tuple(logits.shape)}")
-    num_rows, device = logits.shape[0], logits.device
-    temp = _as_row_tensor(temperature, num_rows, torch.float32, device, "temperature")  # (B,)
-    k = _as_row_tensor(top_k, num_rows, torch.int64, device, "top_k")  # (B,)
-    p = _as_row_tensor(top_p, num_rows, torch.float32, device, "top_p")  # (B,)
-    if bool((temp < 0).any()) or not bool(torch.isfinite(temp).all()):
-        raise ValueError(f"temperature must be finite and >= 0 (0 = greedy), got {temp.tolist()}")
-    if bool((k < 0).any()):
-        raise ValueError(f"top_k must be >= 0 (0 = off), got {k.tolist()}")
-    if bool(((p <= 0) | (p > 1)).any()):
-        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {p.tolist()}")
-    return temp, k, p
-
-
-def scale_logits(logits: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
-    """(B, V) float32 logits / temperature; greedy rows (temperature 0) stay unscaled."""
-    safe_temp = torch.where(temp > 0, temp, torch.ones_like(temp))  # (B,) greedy rows unscaled
-    return logits.float() / safe_temp.unsqueeze(1)  # (B, V)
-
-
-def filters_on(top_k: torch.Tensor, top_p: torch.Tensor, vocab: int) -> bool:
-    """True when some row turns top-k or top-p on (only then is a sort needed)."""
-    return bool((((top_k > 0) & (top_k < vocab)) | (top_p < 1.0)).any())
-
-
-def sampling_cutoffs(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Per-row cutoff on the scaled logits that implements top-k then top-p.
-
-    Args:
-        scaled: (B, V) float32 temperature-scaled logits.
-        top_k: (B,) int64, 0 = off.
-        top_p: (B,) float32 in (0, 1], 1 = off.
-
-    Returns:
-        (B,) float32; token v of row b is kept iff ``scaled[b, v] >= cutoff[b]``
-        (``-inf`` where both filters are off).
-    """
-    num_rows, vocab = scaled.shape
-    k_on = (top_k > 0) & (top_k < vocab)  # (B,)
-    p_on = top_p < 1.0  # (B,)
-    if not bool((k_on | p_on).any()):
-        return torch.full((num_rows,), float("-inf"), device=scaled.device)  # (B,) no sort needed
-    sorted_vals = torch.sort(scaled, dim=-1, descending=True).values  # (B, V)
-    k = torch.where(k_on, top_k, torch.full_like(top_k, vocab))  # (B,)
-    kth = sorted_vals.gather(1, (k - 1).unsqueeze(1))  # (B, 1)
-    keep = sorted_vals >= kth  # (B, V) a prefix of the sorted row
-    probs = torch.softmax(sorted_vals.masked_fill(~keep, float("-inf")), dim=-1)  # (B, V)
-    mass_before = torch.cumsum(probs, dim=-1) - probs  # (B, V) mass of more likely tokens
-    # Keep token i while the tokens before it hold less than p; the first is always kept.
-    keep &= (mass_before < top_p.unsqueeze(1)) | ~p_on.unsqueeze(1)  # (B, V)
-    num_kept = keep.sum(dim=-1)  # (B,) >= 1
-    cutoff = sorted_vals.gather(1, (num_kept - 1).unsqueeze(1)).squeeze(1)  # (B,)
-    return torch.where(k_on | p_on, cutoff, float("-inf"))
+__all__ = ["sample", "sample_torch", "sampling_probs"]
 
 
 def _filtered(logits, temperature, top_k, top_p):
@@ -164,6 +80,7 @@ def sample(
     top_k: ParamLike = 0,
     top_p: ParamLike = 1.0,
     generator: torch.Generator | None = None,
+    kernels: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token a row with temperature, top-k and top-p, and its logprob.
 
@@ -174,19 +91,21 @@ def sample(
         top_p: scalar or (B,) tensor in (0, 1]; 1 means off.
         generator: a torch.Generator on logits' device; the same generator state
             gives the same tokens (on one device and path).
+        kernels: ``"auto"`` (Triton for CUDA logits when triton imports, else torch),
+            ``"torch"`` or ``"triton"``; the two paths draw from the same distribution
+            with different random streams.
 
     Returns:
         (token_ids, logprobs): (B,) int64 and (B,) float32, the logprob of each
         chosen token under log_softmax(logits) (unscaled, unfiltered).
 
     Raises:
-        ValueError: a parameter out of range or of the wrong shape (the message names it).
+        ValueError: a parameter out of range or of the wrong shape (the message names it),
+            or ``kernels`` names a path that cannot run on the logits' device.
     """
-    if logits.is_cuda:
-        from ponder.kernels import triton_available
+    if resolve_kernels(kernels, logits.device) == "triton":
+        # Lazy: triton is optional, and the module compiles kernels on import.
+        from ponder.kernels.triton_sampling import sample_triton
 
-        if triton_available():
-            from ponder.kernels.triton_sampling import sample_triton
-
-            return sample_triton(logits, temperature, top_k, top_p, generator)
+        return sample_triton(logits, temperature, top_k, top_p, generator)
     return sample_torch(logits, temperature, top_k, top_p, generator)

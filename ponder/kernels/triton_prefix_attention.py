@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ponder.kernels.prefix_attention import check_attention_shapes
+from ponder.kernels.common import check_attention_shapes
 
 LOG2E = 1.4426950408889634
 

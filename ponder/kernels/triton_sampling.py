@@ -1,7 +1,7 @@
 """Triton fused sampling: one pass over the vocabulary per row.
 
 The top-k/top-p filter is a per-row cutoff on the scaled logits (see
-``ponder.kernels.sampling``); it needs a sort only when a row turns a filter on,
+``ponder.kernels.common``); it needs a sort only when a row turns a filter on,
 and that sort runs in torch. Everything else is one kernel, one program per row,
 that streams the row's logits once and in that pass
 - accumulates the log-sum-exp of the raw logits (for the returned logprob),
@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ponder.kernels.sampling import ParamLike, expand_params, filters_on, sampling_cutoffs, scale_logits
+from ponder.kernels.common import ParamLike, expand_params, filters_on, sampling_cutoffs, scale_logits
 
 
 @triton.jit

@@ -10,6 +10,8 @@ One ``generate`` call serves many requests at once:
    group's next tokens with ``ponder.kernels.sample`` and the request's own seed.
 3. Finished samples leave the batch; their KV goes into the cache, so the
    expansion of a child (prompt + step + delimiter) computes one new position.
+Everything (weights, KV, logits, random streams) lives on the model's device; only
+the drawn token ids and logprobs come back to the host, once a step per request.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ponder.search.messages import GenerateRequest, GenerateResult
 class _Stream:
     """The samples of one request while they are being decoded."""
 
-    def __init__(self, request: GenerateRequest, prompt_ids: list[int], limit: int):
+    def __init__(self, request: GenerateRequest, prompt_ids: list[int], limit: int, device: torch.device):
         self.request = request
         self.prompt_ids = prompt_ids
         self.limit = limit  # most tokens a sample may add (max_new_tokens, block_size)
@@ -43,7 +45,7 @@ class _Stream:
         self.entry: CacheEntry | None = None  # the prompt's cache entry
         self.group: GroupCache | None = None
         self.logits: torch.Tensor | None = None  # (len(active), V) next-token logits
-        self.generator = torch.Generator()
+        self.generator = torch.Generator(device=device)  # sample() wants it on the logits' device
 
     def result(self) -> GenerateResult:
         n, prompt_len = self.request.n, len(self.prompt_ids)
@@ -63,11 +65,19 @@ class BatchGenerator:
         tokenizer: its tokenizer.
         max_cache_tokens: prefix-cache size in positions (0 turns caching off).
         seed: draws the sampling seed of requests that bring none.
+        kernels: attention and sampling kernel path, ``"auto"``, ``"torch"`` or
+            ``"triton"`` (``ponder.kernels.select``); the model runs where its weights are.
+
+    Raises:
+        ValueError: ``kernels`` cannot run on the model's device.
     """
 
     def __init__(self, model: GPT, tokenizer: CharTokenizer,
-                 max_cache_tokens: int = DEFAULT_CACHE_TOKENS, seed: int = 0):
+                 max_cache_tokens: int = DEFAULT_CACHE_TOKENS, seed: int = 0, kernels: str = "auto"):
         self.model = model.eval()
+        self.model.transformer.use_kernels(kernels)
+        self.kernels = kernels
+        self.device = self.model.transformer.wte.weight.device
         self.tokenizer = tokenizer
         self.cache = PrefixCache(max_cache_tokens)
         self._seeds = random.Random(seed)
@@ -96,7 +106,7 @@ class BatchGenerator:
                              f"max_new_tokens={request.max_new_tokens} must be >= 1")
         ids = self.tokenizer.encode(request.prefix, bos=True)
         limit = min(request.max_new_tokens, self.model.config.block_size - len(ids))
-        stream = _Stream(request, ids, max(0, limit))
+        stream = _Stream(request, ids, max(0, limit), self.device)
         if stream.limit == 0:  # prompt fills the context: nothing computed, nothing generated
             stream.finish = ["length"] * request.n
         seed = request.seed if request.seed is not None else self._seeds.getrandbits(63)
@@ -119,7 +129,7 @@ class BatchGenerator:
             group = self._group_after(s.entry, 1, prompt_len - s.num_cached)
             buckets.setdefault(prompt_len - s.num_cached, []).append((s, group))
         for members in buckets.values():
-            idx = torch.tensor([s.prompt_ids[s.num_cached:] for s, _ in members])  # (R, T)
+            idx = torch.tensor([s.prompt_ids[s.num_cached:] for s, _ in members], device=self.device)  # (R, T)
             logits = self.model.forward_groups(idx, [g for _, g in members])[:, -1]  # (R, V)
             for row, (s, group) in enumerate(members):
                 k, v = group.row_suffix(0)  # (L, nh, T, hs) the prompt's new positions
@@ -135,7 +145,8 @@ class BatchGenerator:
     def _group_after(self, entry: CacheEntry | None, num_rows: int, capacity: int) -> GroupCache:
         if entry is None:
             c = self.model.config
-            return GroupCache.empty(c.n_layer, c.n_head, c.n_embd // c.n_head, num_rows, capacity)
+            return GroupCache.empty(c.n_layer, c.n_head, c.n_embd // c.n_head, num_rows, capacity,
+                                    device=self.device)
         k, v, _ = entry.full()
         return GroupCache(k, v, num_rows, capacity)
 
@@ -144,7 +155,8 @@ class BatchGenerator:
         logits = s.logits.clone()  # (n_active, V)
         logits[:, [PAD_ID, BOS_ID]] = float("-inf")  # never targets in training; never emitted
         req = s.request
-        tokens, logprobs = sample(logits, req.temperature, 0, req.top_p, s.generator)  # (n_active,)
+        tokens, logprobs = sample(logits, req.temperature, 0, req.top_p, s.generator,
+                                  kernels=self.kernels)  # (n_active,)
         keep = []
         for row, (i, tok, lp) in enumerate(zip(s.active, tokens.tolist(), logprobs.tolist())):
             s.token_ids[i].append(tok)
@@ -184,7 +196,8 @@ class BatchGenerator:
     def _decode_step(self, streams: list[_Stream]) -> None:
         """Feed every active sample's last token through the model, batched over all groups."""
         last = [[s.token_ids[i][-1]] for s in streams for i in s.active]
-        logits = self.model.forward_groups(torch.tensor(last), [s.group for s in streams])[:, -1]  # (R, V)
+        idx = torch.tensor(last, device=self.device)  # (R, 1)
+        logits = self.model.forward_groups(idx, [s.group for s in streams])[:, -1]  # (R, V)
         row = 0
         for s in streams:
             s.logits = logits[row:row + len(s.active)]

@@ -5,7 +5,9 @@ Two forward paths share the same weights:
 - ``forward_groups(idx, groups)``: incremental decoding over a KV cache where each
   group of sibling rows shares one prefix KV, attended once through
   ``ponder.kernels.shared_prefix_attention``; the projections and the MLP run
-  batched over the rows of all groups at once.
+  batched over the rows of all groups at once. Which attention kernel runs (torch
+  or Triton) is the trunk's ``kernels`` setting, like its device a property of
+  where the model is served (``Transformer.use_kernels``).
 Both give the same logits (tests/test_model.py checks it).
 """
 
@@ -18,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ponder.kernels import shared_prefix_attention
+from ponder.kernels import resolve_kernels, shared_prefix_attention
 from ponder.models.kv_cache import GroupCache
 from ponder.search.flops import ModelSpec
 
@@ -62,7 +64,8 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, nh, T, hs)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
-    def forward_groups(self, x: torch.Tensor, groups: list[GroupCache], layer: int) -> torch.Tensor:
+    def forward_groups(self, x: torch.Tensor, groups: list[GroupCache], layer: int,
+                       kernels: str = "auto") -> torch.Tensor:
         """x (R, T, C): the new positions of every row; rows are the groups' rows in order."""
         R, T, C = x.shape
         q, k, v = self._heads(x)  # (R, nh, T, hs)
@@ -71,7 +74,8 @@ class CausalSelfAttention(nn.Module):
             rows = slice(row, row + group.num_rows)
             k_suffix, v_suffix = group.append(layer, k[rows], v[rows])  # (n, nh, S, hs)
             k_prefix, v_prefix = group.prefix(layer)  # (nh, P, hs)
-            outs.append(shared_prefix_attention(q[rows], k_prefix, v_prefix, k_suffix, v_suffix))
+            outs.append(shared_prefix_attention(q[rows], k_prefix, v_prefix, k_suffix, v_suffix,
+                                                kernels=kernels))  # (n, nh, T, hs)
             row += group.num_rows
         y = torch.cat(outs, dim=0)  # (R, nh, T, hs)
         return self.c_proj(y.transpose(1, 2).reshape(R, T, C))
@@ -100,8 +104,9 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
-    def forward_groups(self, x: torch.Tensor, groups: list[GroupCache], layer: int) -> torch.Tensor:
-        x = x + self.attn.forward_groups(self.ln_1(x), groups, layer)
+    def forward_groups(self, x: torch.Tensor, groups: list[GroupCache], layer: int,
+                       kernels: str = "auto") -> torch.Tensor:
+        x = x + self.attn.forward_groups(self.ln_1(x), groups, layer, kernels)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -115,6 +120,20 @@ class Transformer(nn.Module):
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
+        self.kernels = "auto"  # forward_groups' attention path: auto | torch | triton
+
+    def use_kernels(self, kernels: str) -> None:
+        """Run ``forward_groups``' attention on the given kernel path from now on.
+
+        Args:
+            kernels: ``"auto"``, ``"torch"`` or ``"triton"`` (``ponder.kernels.select``);
+                checked against the device the weights are on now, so move the model first.
+
+        Raises:
+            ValueError: an unknown path, or one that cannot run on the weights' device.
+        """
+        resolve_kernels(kernels, self.wte.weight.device)
+        self.kernels = kernels
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) token ids from position 0 -> (B, T, C) hidden states."""
@@ -139,7 +158,7 @@ class Transformer(nn.Module):
         pos = torch.tensor(starts, device=idx.device).unsqueeze(1) + torch.arange(T, device=idx.device)  # (R, T)
         x = self.wte(idx) + self.wpe(pos)  # (R, T, C)
         for layer, block in enumerate(self.h):
-            x = block.forward_groups(x, groups, layer)
+            x = block.forward_groups(x, groups, layer, self.kernels)
         for group in groups:
             group.advance(T)
         return self.ln_f(x)

@@ -9,7 +9,8 @@ steps of their common ancestor. Each request is scored in two stages:
    scored earlier); the paths continuing the same cached entry run as one group
    over it, through ``shared_prefix_attention``.
 Every path's KV and scores then go into the cache, so scoring a child later
-computes only the child's new step.
+computes only the child's new step. Keys and values stay on the model's device;
+scores come back to the host once per forward, since results are read one by one.
 """
 
 from __future__ import annotations
@@ -86,11 +87,19 @@ class BatchScorer:
         tokenizer: its tokenizer.
         max_cache_tokens: prefix-cache size in positions (0 turns caching off).
         delimiter: what closes each step (the step's score is read there).
+        kernels: attention kernel path, ``"auto"``, ``"torch"`` or ``"triton"``
+            (``ponder.kernels.select``); the model runs where its weights are.
+
+    Raises:
+        ValueError: ``kernels`` cannot run on the model's device.
     """
 
     def __init__(self, model: ProcessRewardModel, tokenizer: CharTokenizer,
-                 max_cache_tokens: int = DEFAULT_CACHE_TOKENS, delimiter: str = "\n"):
+                 max_cache_tokens: int = DEFAULT_CACHE_TOKENS, delimiter: str = "\n",
+                 kernels: str = "auto"):
         self.model = model.eval()
+        self.model.transformer.use_kernels(kernels)
+        self.device = self.model.transformer.wte.weight.device
         self.tokenizer = tokenizer
         self.cache = PrefixCache(max_cache_tokens)
         self.delimiter = delimiter
@@ -111,7 +120,8 @@ class BatchScorer:
     def _group_over(self, entry: CacheEntry | None, num_rows: int, capacity: int) -> GroupCache:
         if entry is None:
             c = self.model.config
-            return GroupCache.empty(c.n_layer, c.n_head, c.n_embd // c.n_head, num_rows, capacity)
+            return GroupCache.empty(c.n_layer, c.n_head, c.n_embd // c.n_head, num_rows, capacity,
+                                    device=self.device)
         k, v, _ = entry.full()
         return GroupCache(k, v, num_rows, capacity)
 
@@ -125,8 +135,8 @@ class BatchScorer:
                 group = self._group_over(j.entry, 1, j.common - j.num_cached)
                 buckets.setdefault(j.common - j.num_cached, []).append((j, group))
         for _, members in buckets.items():
-            idx = torch.tensor([j.paths[0][j.num_cached:j.common] for j, _ in members])  # (R, T)
-            scores = self.model.forward_groups(idx, [g for _, g in members])  # (R, T)
+            idx = torch.tensor([j.paths[0][j.num_cached:j.common] for j, _ in members], device=self.device)  # (R, T)
+            scores = self.model.forward_groups(idx, [g for _, g in members]).cpu()  # (R, T); no-op on CPU
             for row, (j, group) in enumerate(members):
                 k, v = group.row_suffix(0)  # (L, nh, T, hs)
                 j.entry = self.cache.insert(tuple(j.paths[0][:j.common]), j.entry, k, v, scores[row].clone())
@@ -149,7 +159,8 @@ class BatchScorer:
             # Padding sits after each path's last token, so causal attention keeps it out of real positions.
             rows = [j.paths[i][j.matched(i):] + [PAD_ID] * (width - len(j.paths[i]) + j.matched(i))
                     for j, members, _ in groups for i in members]
-            scores = self.model.forward_groups(torch.tensor(rows), [g for _, _, g in groups])  # (R, width)
+            idx = torch.tensor(rows, device=self.device)  # (R, width)
+            scores = self.model.forward_groups(idx, [g for _, _, g in groups]).cpu()  # (R, width); no-op on CPU
             row = 0
             for j, members, group in groups:
                 for r, i in enumerate(members):

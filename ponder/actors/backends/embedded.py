@@ -1,10 +1,16 @@
-"""The embedded backends: ponder's own small generator and PRM, on CPU (or a GPU if given).
+"""The embedded backends: ponder's own small generator and PRM, on CPU or on a GPU.
 
 They need no download: by default they load the weights shipped in
 ``ponder/models/weights`` (made by ``ponder train``). Both keep a prefix cache
 keyed by token ids, and expand siblings over one shared prefix with
 ``ponder.kernels.shared_prefix_attention``; token counts are exact
 (``ponder.search.messages``).
+
+Two kwargs say where and how they run (``generator.kwargs`` / ``verifier.kwargs``):
+``device`` (auto | cpu | cuda | cuda:N; auto is CUDA when torch sees a GPU, which in a
+Ray actor means the replica was given ``num_gpus``) and ``kernels`` (auto | torch |
+triton; auto is Triton on CUDA when triton imports, the torch reference otherwise).
+Neither imports Ray: this module runs on a bare GPU box too.
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
+from ponder.kernels import resolve_device, resolve_kernels
 from ponder.models import checkpoint
 from ponder.models.generation import BatchGenerator
 from ponder.models.gpt import GPT
@@ -27,6 +36,20 @@ def _weights_dir(model_path: str | Path | None) -> Path:
     return checkpoint.WEIGHTS_DIR if model_path is None else Path(model_path).expanduser()
 
 
+def _placement(role: str, device: str | None, kernels: str,
+               model: torch.nn.Module | None) -> torch.device:
+    """Check ``device`` and ``kernels`` before any weights load; a given model stays put unless told."""
+    try:
+        if device is None and model is not None:
+            where = next(model.parameters()).device
+        else:
+            where = resolve_device("auto" if device is None else device)
+        resolve_kernels(kernels, where)
+    except ValueError as e:
+        raise ValueError(f"embedded {role} kwargs: {e}") from None
+    return where
+
+
 class EmbeddedGenerator:
     """GeneratorBackend over the embedded GPT.
 
@@ -36,17 +59,24 @@ class EmbeddedGenerator:
         max_cache_tokens: prefix-cache size in positions; 0 turns the cache off.
         seed: seeds requests that carry no seed of their own.
         model, tokenizer: an already built model (tests, training); overrides model_path.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None (the default)
+            is auto, except that a given ``model`` stays on its own device.
+        kernels: ``"auto"``, ``"torch"`` or ``"triton"`` (Triton needs CUDA).
 
     Raises:
         FileNotFoundError: ``model_path`` holds no generator checkpoint.
+        ValueError: a bad ``device`` or ``kernels``, or one this machine cannot run.
     """
 
     def __init__(self, model_path: str | Path | None = None,
                  max_cache_tokens: int = DEFAULT_CACHE_TOKENS,
-                 seed: int = 0, model: GPT | None = None, tokenizer: CharTokenizer | None = None):
+                 seed: int = 0, model: GPT | None = None, tokenizer: CharTokenizer | None = None,
+                 device: str | None = None, kernels: str = "auto"):
+        where = _placement("generator", device, kernels, model)
         if model is None:
             model, tokenizer = checkpoint.load_generator(_weights_dir(model_path))
-        self.sampler = BatchGenerator(model, tokenizer, max_cache_tokens=max_cache_tokens, seed=seed)
+        self.sampler = BatchGenerator(model.to(where), tokenizer, max_cache_tokens=max_cache_tokens,
+                                      seed=seed, kernels=kernels)
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         """Sample each request's ``n`` continuations; one result per request, in order.
@@ -73,17 +103,24 @@ class EmbeddedVerifier:
             (default: the shipped weights).
         max_cache_tokens: prefix-cache size in positions; 0 turns the cache off.
         model, tokenizer: an already built PRM (tests, training); overrides model_path.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None (the default)
+            is auto, except that a given ``model`` stays on its own device.
+        kernels: ``"auto"``, ``"torch"`` or ``"triton"`` (Triton needs CUDA).
 
     Raises:
         FileNotFoundError: ``model_path`` holds no verifier checkpoint.
+        ValueError: a bad ``device`` or ``kernels``, or one this machine cannot run.
     """
 
     def __init__(self, model_path: str | Path | None = None,
                  max_cache_tokens: int = DEFAULT_CACHE_TOKENS,
-                 model: ProcessRewardModel | None = None, tokenizer: CharTokenizer | None = None):
+                 model: ProcessRewardModel | None = None, tokenizer: CharTokenizer | None = None,
+                 device: str | None = None, kernels: str = "auto"):
+        where = _placement("verifier", device, kernels, model)
         if model is None:
             model, tokenizer = checkpoint.load_verifier(_weights_dir(model_path))
-        self.scorer = BatchScorer(model, tokenizer, max_cache_tokens=max_cache_tokens)
+        self.scorer = BatchScorer(model.to(where), tokenizer, max_cache_tokens=max_cache_tokens,
+                                  kernels=kernels)
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         """Score every step of every path; one result per request, in order.
