@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -32,8 +31,8 @@ from ponder.engine.results import (CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, Prob
                                     RunTotals, TokenCounts)
 from ponder.engine.rundir import read_job_problems, write_job_problems  # noqa: F401
 from ponder.engine.traces import TraceRecorder
-from ponder.search.budget import BudgetManager, default_token_bound
-from ponder.search.flops import ModelSpec
+from ponder.search.budget import BudgetManager
+from ponder.search.flops import ModelSpec, SlackTokenBound, StepCosts, default_token_bound
 from ponder.search.messages import GenerateRequest, Request, Result
 from ponder.search.scheduler import Plan, Scheduler
 from ponder.search.strategies.base import Answer, JobContext
@@ -47,7 +46,7 @@ def problem_seed(job_seed: int, index: int) -> int:
 
 
 def token_bound(slack: int, text: str) -> int:
-    """``default_token_bound`` with ``budget.token_bound_slack`` specials (slack first, for partial)."""
+    """``default_token_bound`` with ``budget.token_bound_slack`` specials (``SlackTokenBound(slack)(text)``)."""
     return default_token_bound(text, slack)
 
 
@@ -87,15 +86,18 @@ class JobRunner:
         self.cancelled = False
         self.num_checkpoints = 0
         self._mine: set[int] = set()  # ids of this job's requests in flight
+        # How the scheduler prices steps; strategies read it from their JobContext.
+        self.step_costs = StepCosts(specs[0], specs[1], SlackTokenBound(config.budget.token_bound_slack))
         self.state = self._resume() if resume else None
         if self.state is None:
             self.state = self._fresh()
+        self.state.context.step_costs = self.step_costs  # a resumed job prices with today's pools
         self.budget = self.state.budget
         self.scheduler = Scheduler(
             self.budget, specs[0], specs[1],
             max_batch_requests=config.engine.max_batch_requests,
             max_batch_tokens=config.engine.max_batch_tokens,
-            token_bound=partial(token_bound, config.budget.token_bound_slack),
+            token_bound=self.step_costs.token_bound,
             step_check=self._check_step if config.search.step_check else None)
         self.active = {s.problem_id: s for s in self.state.strategies}  # problem_id -> strategy
         self.base_stats = dict(self.state.stats)  # problem_id -> counters from before a resume
@@ -122,7 +124,7 @@ class JobRunner:
         finished = finished or {}
         budget_config = self.config.budget
         budget = _budget_with(budget_config.flops_total, budget_config.flops_per_problem, finished)
-        state = JobState(list(self.problems), budget, self.request_ids, JobContext(budget=budget),
+        state = JobState(list(self.problems), budget, self.request_ids, JobContext(budget=budget, step_costs=self.step_costs),
                          finished=dict(finished), meta={"strategy": self.config.search.strategy})
         state.strategies = self._new_strategies(state)
         return state

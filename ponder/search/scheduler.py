@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 
-from ponder.search.budget import (BudgetManager, Reservation, StepCosts, TokenBound, actual_flops,
-                                  default_token_bound, generate_tokens, worst_case_tokens)
-from ponder.search.flops import ModelSpec, flops
+from ponder.search.budget import BudgetManager, Reservation
+from ponder.search.flops import (ModelSpec, TokenBound, actual_flops, default_token_bound, flops,
+                                 generate_tokens, worst_case_tokens)
 from ponder.search.messages import (GenerateRequest, GenerateResult, Request, Result, ScoreRequest,
                                     ScoreResult)
 from ponder.search.step_check import StepCheck, checked_scores
@@ -154,7 +154,7 @@ class Scheduler:
         max_batch_requests: at most this many requests per batch.
         max_batch_tokens: at most this many worst-case tokens per batch (a single
             larger request gets a batch of its own).
-        token_bound: text -> upper bound on its token count (see ``budget.py``).
+        token_bound: text -> upper bound on its token count (see ``flops.py``).
         step_check: ``(problem_id, steps) -> bool | None``, a task's exact step checker;
             if given, verifier scores from a rejected step on are 0 (``step_check.py``).
 
@@ -176,7 +176,6 @@ class Scheduler:
         self.max_batch_tokens = max_batch_tokens
         self.token_bound = token_bound
         self.step_check = step_check
-        budget.step_costs = StepCosts(generator_spec, verifier_spec, token_bound)  # how this prices steps
         self._problems: dict[str, _Problem] = {}  # problem_id -> active problem
         self._in_flight: dict[int, _InFlight] = {}  # request_id -> reserved, unsettled request
         self._ready: dict[str, None] = {}  # problem_id -> None: ask for requests next schedule()

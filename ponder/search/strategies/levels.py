@@ -14,8 +14,8 @@ sized before it is asked for, from what the cap has left, so that a search too
 big for its cap narrows instead of stopping mid-way with nothing finished. A
 level takes the most of its samples (the best-ranked nodes keep theirs) such that
 
-- the level's worst cases, priced by the ledger's ``StepCosts`` as the scheduler
-  will reserve them, fit what is left now: its expansions all at once, then its
+- the level's worst cases, priced by the job's ``StepCosts`` (``JobContext``) as
+  the scheduler will reserve them, fit what is left now: its expansions all at once, then its
   scoring beside what the expansions will have cost (at the spent-over-reserved
   rate seen so far), so the level is placed whole and never cut short between
   its expansions and its scoring; and
@@ -198,10 +198,9 @@ class LevelSearch:
     def _paced(self, widths: dict[int, int]) -> dict[int, int]:
         """``widths`` narrowed to what the cap has left (module docstring); unchanged if it fits."""
         strategy = self.strategy
-        budget = strategy.context.budget
-        costs = getattr(budget, "step_costs", None)
+        budget, costs = strategy.context.budget, strategy.context.step_costs
         problem_id = strategy.problem_id
-        if costs is None or problem_id not in budget:
+        if costs is None or budget is None or problem_id not in budget:
             return widths
         spent, reserved = budget.spent(problem_id), budget.reserved_ever(problem_id)
         if self._before is None:  # this search's first level: what the problem had spent before it
