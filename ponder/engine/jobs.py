@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,13 +29,14 @@ from ponder.engine.checkpoint import (CHECKPOINT_FILE, Cadence, JobState, Reques
                                        TrackedStrategy, add_stats, load_job, read_records, save_job)
 from ponder.engine.loop import deliver, dispatch  # noqa: F401  (re-exported: the loop's halves)
 from ponder.engine.results import (CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, ProblemRecord,
-                                    RunTotals, TokenCounts)
+                                    RunTotals, TokenCounts, make_summary)
 from ponder.engine.rundir import read_job_problems, write_job_problems  # noqa: F401
 from ponder.engine.traces import TraceRecorder
 from ponder.search.budget import BudgetManager
 from ponder.search.flops import ModelSpec, SlackTokenBound, StepCosts, default_token_bound
 from ponder.search.messages import GenerateRequest, Request, Result
 from ponder.search.scheduler import Plan, Scheduler
+from ponder.search.strategies import get_strategy
 from ponder.search.strategies.base import Answer, JobContext
 from ponder.search.tree import Tree
 from ponder.tasks.base import Problem, Task
@@ -86,6 +88,10 @@ class JobRunner:
         self.cancelled = False
         self.num_checkpoints = 0
         self._mine: set[int] = set()  # ids of this job's requests in flight
+        # Parsed once a job, for all its problems; the config load checked them too, but a
+        # job that ``ponder serve`` takes brings its own, which no config load has seen.
+        self.strategy_cls = get_strategy(config.search.strategy)
+        self.params = self.strategy_cls.Params.from_dict(config.search.params)
         # How the scheduler prices steps; strategies read it from their JobContext.
         self.step_costs = StepCosts(specs[0], specs[1], SlackTokenBound(config.budget.token_bound_slack))
         self.state = self._resume() if resume else None
@@ -131,11 +137,8 @@ class JobRunner:
 
     def _new_strategies(self, state: JobState) -> list[TrackedStrategy]:
         """Strategies for the problems that are neither finished nor in ``state`` yet."""
-        from ponder.search import get_strategy
-
         search = self.config.search
-        cls = get_strategy(search.strategy)
-        params = cls.Params.from_dict(search.params)
+        cls, params = self.strategy_cls, self.params
         have = set(state.finished) | {s.problem_id for s in state.strategies}
         out = []
         for index, problem in enumerate(self.problems.values()):
@@ -268,6 +271,23 @@ class JobRunner:
             error=self.errors.get(problem_id), search=search_account(answer.extra))
 
     # -- checkpoints, status, end ---------------------------------------------------------
+
+    def summary(self, wall_seconds: float, num_requested: int) -> dict[str, Any]:
+        """The job's ``summary.json`` content so far (``make_summary``, plus ``num_failed``).
+
+        Args:
+            wall_seconds: how long the job has run.
+            num_requested: problems the job was given.
+        """
+        config = self.config
+        summary = make_summary(
+            self.totals, total_flops=self.budget.job_spent,
+            flops_by_model=self.budget.spent_by_model(), wall_seconds=wall_seconds,
+            strategy=config.search.strategy, strategy_params=config.search.params,
+            budget=asdict(config.budget), task=getattr(self.task, "name", "") or config.task.name,
+            num_requested=num_requested)
+        summary["num_failed"] = len(self.errors)
+        return summary
 
     def checkpoint(self) -> int:
         """Write the checkpoint now; returns its size in bytes."""
