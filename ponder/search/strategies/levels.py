@@ -37,11 +37,11 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from ponder.search.messages import GenerateRequest, GenerateResult, Request, Result, ScoreRequest
+from ponder.search.messages import GenerateRequest, GenerateResult, Request, Result
 from ponder.search.strategies.base import Strategy
-from ponder.search.strategies.common import (add_children, apply_scores, path_value, score_request,
-                                             step_request)
+from ponder.search.strategies.common import add_children, apply_scores, path_value, step_request
 from ponder.search.strategies.rollout import Rollouts
+from ponder.search.strategies.rounds import ExpandScoreRounds
 from ponder.search.tree import NodeStatus
 
 # (search, new children, node_id -> value) -> (finished paths to collect, node_id -> next-level width).
@@ -49,7 +49,7 @@ from ponder.search.tree import NodeStatus
 SelectPolicy = Callable[["LevelSearch", list[int], dict[int, float]], tuple[list[int], dict[int, int]]]
 
 
-class LevelSearch:
+class LevelSearch(ExpandScoreRounds):
     """Grow ``strategy.tree`` level by level from ``start_id``.
 
     Args:
@@ -125,20 +125,7 @@ class LevelSearch:
 
     def on_result(self, request: Request, result: Result) -> None:
         """Take one result; advances the level once all of its results are in."""
-        request_id = request.request_id
-        if request_id in self._expanding:
-            self._results[request_id] = result
-            if len(self._results) == len(self._expanding):
-                self._grow()
-        elif self._rollouts is not None and self._rollouts.owns(request_id):
-            self._rollouts.on_result(request, result)
-            self._outbox.extend(self._rollouts.requests())
-            if self._rollouts.done:
-                self._score()
-        elif request_id == self._scoring:
-            self._select(result)
-        else:
-            raise KeyError(f"request {request_id} is not one of this search's requests")
+        self._route(request, result)
 
     def _expand(self, widths: dict[int, int]) -> None:
         tree = self.strategy.tree
@@ -163,21 +150,13 @@ class LevelSearch:
         if not children:  # the budget left nothing to grow
             self.finished = True
             return
-        if self.lookahead > 0:
-            self._rollouts = Rollouts(self.strategy, children, self.lookahead,
-                                      self.lookahead_temperature, self.rng.getrandbits(31))
-            self._outbox.extend(self._rollouts.requests())
-            if not self._rollouts.done:
-                return
-        self._score()
+        self._roll_out_or_score(self.strategy, children, self.lookahead, self.lookahead_temperature,
+                                lambda: self.rng.getrandbits(31))
 
     def _score(self) -> None:
-        tails = self._rollouts.tails if self._rollouts is not None else None
-        request: ScoreRequest = score_request(self.strategy, self._children, tails)
-        self._scoring = request.request_id
-        self._outbox.append(request)
+        self._send_score(self.strategy, self._children)
 
-    def _select(self, result: Result) -> None:
+    def _scored(self, result: Result) -> None:
         tree = self.strategy.tree
         self._scoring = None
         self._rollouts = None
