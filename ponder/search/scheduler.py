@@ -24,8 +24,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 
 from ponder.search.budget import BudgetManager, Reservation
-from ponder.search.flops import (ModelSpec, TokenBound, actual_flops, default_token_bound, flops,
-                                 generate_tokens, worst_case_tokens)
+from ponder.search.flops import (ModelSpec, StepCosts, TokenBound, actual_flops, default_token_bound,
+                                 flops, generate_tokens, worst_case_tokens)
 from ponder.search.messages import (GenerateRequest, GenerateResult, Request, Result, ScoreRequest,
                                     ScoreResult)
 from ponder.search.step_check import StepCheck, checked_scores
@@ -170,11 +170,8 @@ class Scheduler:
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.budget = budget
-        self.generator_spec = generator_spec
-        self.verifier_spec = verifier_spec
-        self.max_batch_requests = max_batch_requests
-        self.max_batch_tokens = max_batch_tokens
-        self.token_bound = token_bound
+        self.costs = StepCosts(generator_spec, verifier_spec, token_bound)  # how requests are priced
+        self.max_batch_requests, self.max_batch_tokens = max_batch_requests, max_batch_tokens
         self.step_check = step_check
         self._problems: dict[str, _Problem] = {}  # problem_id -> active problem
         self._in_flight: dict[int, _InFlight] = {}  # request_id -> reserved, unsettled request
@@ -328,11 +325,11 @@ class Scheduler:
     def _cost(self, request: Request) -> tuple[int, int, ModelSpec, str]:
         """(worst-case tokens, worst-case FLOPs, spec, model name) of ``request``."""
         if isinstance(request, GenerateRequest):
-            spec = self.generator_spec
-            tokens, context = worst_case_tokens(request, self.token_bound, spec.prompt_once)
+            spec = self.costs.generator
+            tokens, context = worst_case_tokens(request, self.costs.token_bound, spec.prompt_once)
             return tokens, flops(spec, tokens, context), spec, "generator"
-        tokens, context = worst_case_tokens(request, self.token_bound)
-        return tokens, flops(self.verifier_spec, tokens, context), self.verifier_spec, "verifier"
+        tokens, context = worst_case_tokens(request, self.costs.token_bound)
+        return tokens, flops(self.costs.verifier, tokens, context), self.costs.verifier, "verifier"
 
     def _place(self, problem: _Problem, request: Request) -> bool:
         """Reserve and pack ``request``, shrinking a generate request's ``n`` to fit; False if it can't."""
@@ -347,9 +344,9 @@ class Scheduler:
             # same per sample): take the largest n whose generation and the scoring of
             # its samples fit (unscored samples are wasted).
             prompt_tokens, sample_tokens, context = generate_tokens(
-                request, self.token_bound, self.generator_spec.prompt_once)
-            fixed = flops(self.generator_spec, prompt_tokens, context)
-            per_sample = flops(self.generator_spec, sample_tokens, context)
+                request, self.costs.token_bound, self.costs.generator.prompt_once)
+            fixed = flops(self.costs.generator, prompt_tokens, context)
+            per_sample = flops(self.costs.generator, sample_tokens, context)
             follow_up = self._score_cost_per_sample(context)
             if per_sample and cost + follow_up * request.n > headroom:
                 n = min(request.n, (headroom - fixed) // (per_sample + follow_up))
@@ -374,7 +371,7 @@ class Scheduler:
         subword tokenizer a sample's text can take more bytes than tokens, so a very tight
         cap can still leave the scoring short (the problem then stops with ``budget``).
         """
-        return flops(self.verifier_spec, sample_tokens, sample_tokens)
+        return flops(self.costs.verifier, sample_tokens, sample_tokens)
 
     def _could_fit_later(self, problem: _Problem, request: Request) -> bool:
         """Whether ``request`` (at n=1) fits once every open reservation settles at zero."""
@@ -409,7 +406,7 @@ class Scheduler:
             if isinstance(request, GenerateRequest) != isinstance(result, GenerateResult):
                 raise TypeError(f"request {request_id} is a {type(request).__name__} "
                                 f"but got a {type(result).__name__}")
-            spec = self.generator_spec if isinstance(request, GenerateRequest) else self.verifier_spec
+            spec = self.costs.generator if isinstance(request, GenerateRequest) else self.costs.verifier
             actual = actual_flops(request, result, spec)
             self.budget.settle(entry.reservation, actual)
             del self._in_flight[request_id]
