@@ -82,9 +82,9 @@ def job_gc() -> Iterator[None]:
 
     A job allocates hundreds of thousands of small objects, its trees, that live as long as
     their problem. Under CPython's defaults (a young collection every 700 allocations, a full
-    one whenever the heap has grown by a quarter) a 16-replica job ran 3 full collections,
-    each walking the whole heap (Ray, every module, the job) for up to 0.17 s, longer than
-    the calls in flight keep a replica busy; collections took 12% of the driver's CPU. So
+    one whenever the heap has grown by a quarter) full collections keep walking the whole
+    heap (Ray, every module, the job), each longer than the calls in flight keep a replica
+    busy, and the driver's CPU goes to collecting instead of dispatching. So
     ``gc.freeze`` parks what is alive at the job's start (Ray, the modules, the pools: they
     outlive the job) where no collection walks it, and a young collection waits for
     ``YOUNG_GC_THRESHOLD`` allocations: a full one then comes at most every million

@@ -143,8 +143,7 @@ def with_replay(paths: list, num_replay: int, seed: int = 0, puzzles=None) -> li
 
     Replay covers every train puzzle (``puzzles``, default: all of 24.csv outside the test
     split), not only the traced ones: fine-tuned on a hundred puzzles' traces alone, the
-    verifier forgets the rest (measured: 51 -> 40/100 on 900-999 with replay of the traced
-    puzzles only).
+    verifier forgets what it knew of the other puzzles.
     """
     from ponder.models.exact_labels import labelled_paths
 

@@ -24,9 +24,7 @@ level takes the most of its samples (the best-ranked nodes keep theirs) such tha
   at what one sample of this search has really cost so far (prefix caches make
   most requests cost a fraction of their worst case). One level ahead, not all
   the way to ``max_steps``: most searches finish well before it, and planning
-  for levels that never come would narrow every level for nothing (on dev
-  puzzles 800-839 at 6e9 a puzzle: 65% looking one level ahead, 62.5% all the
-  way; the same 60% at 3e9).
+  for levels that never come would narrow every level for nothing.
 
 Each level re-plans with what is left, so a cheap level hands the next more.
 Without a cap, a ledger or step costs, widths are what the policy asked for.
