@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
-from ponder.search.scripted import ANSWER_PREFIX, ScriptedGenerator, ScriptedProblem, ScriptedVerifier
+from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedTask, ScriptedVerifier
 from ponder.tasks.base import Problem, Task
 
 
@@ -48,13 +48,8 @@ class ScriptedQATask(Task):
     def prompt(self, problem: Problem) -> str:
         return f"Q{problem.problem_id}: {problem.problem}\n"
 
-    def is_terminal(self, step: str) -> bool:
-        return step.startswith(ANSWER_PREFIX)
-
-    def extract_answer(self, steps: list[str]) -> str | None:
-        if steps and self.is_terminal(steps[-1]):
-            return steps[-1][len(ANSWER_PREFIX):].strip()
-        return None
+    is_terminal = ScriptedTask.is_terminal  # the scripted step grammar
+    extract_answer = ScriptedTask.extract_answer
 
     def verify(self, problem: Problem, answer: str | None) -> bool | None:
         return None if problem.reference is None else answer == problem.reference

@@ -106,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{info['rows']} rows from {info['problems']} trees: {info['jsonl']} {info['parquet']}")
         return 0
     if args.command == "train-verifier":
-        from ponder.models.flywheel import run as train_verifier
+        from ponder.engine.traces import read_traces
+        from ponder.models.flywheel import run as train_verifier  # imports torch
 
-        return train_verifier(args)
+        return train_verifier(args, read_traces(args.traces))
     return _client_command(args)
 
 

@@ -16,7 +16,14 @@ from typing import Any
 
 import yaml
 
-BACKENDS = ("embedded", "hf", "vllm", "scripted")  # ponder.actors.factory.BACKENDS, or "module:Class"
+# backend name -> (module, generator class, verifier class); ponder.actors.factory imports them
+# lazily, so naming a backend here imports nothing. A config may also name "package.module:Class".
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "embedded": ("ponder.actors.backends.embedded", "EmbeddedGenerator", "EmbeddedVerifier"),
+    "hf": ("ponder.actors.backends.hf", "HFGenerator", "ponder.actors.backends.hf_verifier:HFVerifier"),
+    "vllm": ("ponder.actors.backends.vllm", "VLLMGenerator", "VLLMVerifier"),
+    "scripted": ("ponder.search.scripted", "ScriptedGenerator", "ScriptedVerifier"),
+}
 NEEDS_MODEL_PATH = ("hf", "vllm")  # backends with no default model to fall back on
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement-group strategies
 RAY_MODES = ("ray", "inprocess")  # inprocess: no Ray, backends called directly (tests, benchmarks)
@@ -312,7 +319,7 @@ def validate(config: Config) -> None:
 
 def _validate_model(m: ModelConfig, where: str) -> None:
     if ":" not in m.backend:
-        _choice(f"{where}.backend", m.backend, BACKENDS, " or 'package.module:Class'")
+        _choice(f"{where}.backend", m.backend, tuple(BACKENDS), " or 'package.module:Class'")
     if m.backend in NEEDS_MODEL_PATH and not m.model_path:
         raise ConfigError(f"{where}.model_path is required for backend {m.backend!r} "
                           f"(a local checkpoint folder with a config.json; ponder never downloads)")

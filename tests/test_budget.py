@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ponder.search.budget import (BudgetError, BudgetManager, StepCosts, actual_flops, default_token_bound,
-                                  worst_case_flops, worst_case_tokens)
-from ponder.search.flops import ModelSpec, flops
+from ponder.search.budget import BudgetError, BudgetManager
+from ponder.search.flops import (ModelSpec, StepCosts, actual_flops, default_token_bound, flops,
+                                 worst_case_flops, worst_case_tokens)
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 
 SPEC = ModelSpec("toy", num_params=1000, num_layers=2, d_model=8)  # attention: 32 FLOPs per position

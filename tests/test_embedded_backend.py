@@ -10,7 +10,7 @@ from ponder.actors.backends.embedded import (EmbeddedGenerator, EmbeddedVerifier
 from ponder.models.gpt import GPT, GPTConfig
 from ponder.models.tokenizer import PAD_ID, CharTokenizer
 from ponder.models.verifier import ProcessRewardModel
-from ponder.search.budget import actual_flops, worst_case_flops
+from ponder.search.flops import actual_flops, worst_case_flops
 from ponder.search.messages import GenerateRequest, ScoreRequest
 from ponder.tasks import game24
 

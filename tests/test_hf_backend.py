@@ -18,7 +18,7 @@ import make_tiny_llama as tiny  # noqa: E402
 from ponder.actors.backends.hf import HFGenerator  # noqa: E402
 from ponder.actors.backends.hf_verifier import HFVerifier  # noqa: E402
 from ponder.actors.backends.prm import PRMConvention  # noqa: E402
-from ponder.search.budget import actual_flops, worst_case_flops  # noqa: E402
+from ponder.search.flops import actual_flops, worst_case_flops  # noqa: E402
 from ponder.search.messages import GenerateRequest, ScoreRequest  # noqa: E402
 
 torch.set_num_threads(1)

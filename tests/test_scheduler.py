@@ -8,9 +8,9 @@ from itertools import count
 import pytest
 
 from ponder.search import get_strategy, iter_strategies
-from ponder.search.budget import (BudgetError, BudgetManager, generate_tokens, score_path_text,
-                                  worst_case_flops, worst_case_tokens)
-from ponder.search.flops import ModelSpec, flops
+from ponder.search.budget import BudgetError, BudgetManager
+from ponder.search.flops import (ModelSpec, StepCosts, flops, generate_tokens, score_path_text,
+                                 worst_case_flops, worst_case_tokens)
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from ponder.search.scheduler import Scheduler
 from ponder.search.scripted import (ScriptedGenerator, ScriptedProblem, ScriptedTask,
@@ -472,10 +472,12 @@ def _scripted_job(name, params, num_problems, budget):
                 for i in range(num_problems)]
     cls = get_strategy(name)
     ids = count()
-    context = JobContext(budget=budget)
+    models = ScriptedModels(problems)
+    costs = StepCosts(models.generator.model_spec(), models.verifier.model_spec())
+    context = JobContext(budget=budget, step_costs=costs)
     strategies = [cls(Tree(f"q{i}", p.prompt), ScriptedTask(), cls.Params.from_dict(params), i,
                       lambda: next(ids), context) for i, p in enumerate(problems)]
-    return strategies, ScriptedModels(problems)
+    return strategies, models
 
 
 @pytest.mark.parametrize("name", list(iter_strategies()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ponder.search.budget import actual_flops, worst_case_flops
+from ponder.search.flops import actual_flops, worst_case_flops
 from ponder.search.messages import GenerateRequest, ScoreRequest
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedTask, ScriptedVerifier
 

@@ -224,6 +224,7 @@ def test_flywheel_paths_skip_test_puzzles_and_label_steps(tmp_path):
 def test_flywheel_refuses_traces_of_test_puzzles_only(tmp_path, capsys):
     import argparse
 
+    from ponder.engine.traces import read_traces
     from ponder.models import flywheel
     from ponder.tasks import game24
 
@@ -232,7 +233,7 @@ def test_flywheel_refuses_traces_of_test_puzzles_only(tmp_path, capsys):
     flywheel.add_arguments(parser)
     args = parser.parse_args(["--traces", str(tmp_path / "run"), "--out", str(tmp_path / "w")])
     with pytest.raises(ValueError, match="no verified finished path of a train puzzle"):
-        flywheel.run(args)
+        flywheel.run(args, read_traces(args.traces))
     out = capsys.readouterr().out
     assert "skipped" in out and "rows of test puzzles (900-999" in out
     assert not (tmp_path / "w").exists()

@@ -13,16 +13,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-ROLES = ("generator", "verifier")
+from ponder.config import BACKENDS  # backend name -> (module, generator class, verifier class)
 
-# backend name -> (module, generator class, verifier class); a class written "module:Class"
-# lives in a module of its own
-BACKENDS: dict[str, tuple[str, str, str]] = {
-    "embedded": ("ponder.actors.backends.embedded", "EmbeddedGenerator", "EmbeddedVerifier"),
-    "hf": ("ponder.actors.backends.hf", "HFGenerator", "ponder.actors.backends.hf_verifier:HFVerifier"),
-    "vllm": ("ponder.actors.backends.vllm", "VLLMGenerator", "VLLMVerifier"),
-    "scripted": ("ponder.search.scripted", "ScriptedGenerator", "ScriptedVerifier"),
-}
+ROLES = ("generator", "verifier")
 
 
 @dataclass(slots=True)

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from ponder.actors.factory import BackendSpec
 from ponder.actors.replica import BackendActor
-from ponder.search.messages import GenerateRequest, GenerateResult, pack, unpack
+from ponder.search.messages import GenerateRequest, GenerateResult
 
 
 class GeneratorActor(BackendActor):
-    """Wraps a GeneratorBackend; create it with ``ray.remote(GeneratorActor).options(...)``.
-
-    Args:
-        spec: which backend to build (in this process) and with what arguments.
-    """
+    """Wraps a GeneratorBackend built from a ``BackendSpec``; ``ray.remote(GeneratorActor)`` hosts it."""
 
     role = "generator"
-
-    def __init__(self, spec: BackendSpec):
-        super().__init__(spec)
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         """One result per request, in request order.
@@ -29,4 +21,4 @@ class GeneratorActor(BackendActor):
 
     def generate_packed(self, data: bytes) -> bytes:
         """``generate`` on a batch in the wire format (``messages.pack``), as Ray pools call it."""
-        return pack(self.generate(unpack(data)))
+        return self._run_packed(self.generate, data)

@@ -21,7 +21,7 @@ load (in-flight requests) exceeds the least-loaded free replica's by
 (``messages.pack``) to the actor's ``<method>_packed``, cheaper than pickling.
 
 Waiting for company (``batch_wait_s``, off at 0). Every call costs a replica and the
-driver a fixed overhead (Ray's ~0.5 ms of CPU a side; a GPU's pass over the weights),
+driver a fixed overhead (Ray's CPU on either side; a GPU's pass over the weights),
 so an under-full batch that would only queue behind a call in flight may wait up to
 ``batch_wait_s`` in the pool: batches dispatched meanwhile are merged into it, within
 ``max_batch_requests`` and ``max_batch_tokens`` (``dispatch`` is told each batch's

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ponder.actors.factory import BackendSpec, build_backend
 from ponder.search.flops import ModelSpec
+from ponder.search.messages import pack, unpack
 
 
 @dataclass(slots=True)
@@ -32,7 +33,11 @@ class ReplicaInfo:
 
 
 class BackendActor:
-    """Hosts one backend; subclasses add the role's batch method."""
+    """Hosts one backend; subclasses add the role's batch method.
+
+    Args:
+        spec: which backend to build (in this process) and with what arguments.
+    """
 
     role = ""
 
@@ -66,6 +71,10 @@ class BackendActor:
         self._info.num_calls += 1
         self._info.num_requests += len(requests)
         return results
+
+    def _run_packed(self, batch_method, data: bytes) -> bytes:
+        # Ray pools ship batches in the wire format (``messages.pack``) both ways.
+        return pack(batch_method(unpack(data)))
 
 
 def _node_id() -> str:

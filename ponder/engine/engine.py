@@ -29,11 +29,9 @@ from ponder.engine.checkpoint import RequestIds
 from ponder.engine.inprocess import InProcessPool, InProcessPools, build_inprocess_pools
 from ponder.engine.jobs import JobRunner, problem_seed, token_bound
 from ponder.engine.loop import deliver, dispatch
-from ponder.engine.pools import Pools
+from ponder.engine.pools import Pools, model_specs
 from ponder.engine.progress import Progress
-from ponder.engine.results import make_summary
 from ponder.config import Config
-from ponder.search.flops import ModelSpec
 from ponder.search.messages import Result
 from ponder.tasks import task_from_config
 from ponder.tasks.base import Problem, Task
@@ -43,7 +41,6 @@ __all__ = ["Engine", "EngineError", "problem_seed",
 
 COLLECT_TIMEOUT_S = 1.0  # collect returns as soon as one batch is back; this only bounds idling
 DRAIN_TIMEOUT_S = 30.0  # how long a finished job waits for requests of its cancelled problems
-NO_VERIFIER = ModelSpec(name="none", num_params=0, num_layers=0, d_model=0)
 YOUNG_GC_THRESHOLD = 10_000  # allocations between young collections in a job (CPython: 700)
 
 
@@ -85,9 +82,9 @@ def job_gc() -> Iterator[None]:
 
     A job allocates hundreds of thousands of small objects, its trees, that live as long as
     their problem. Under CPython's defaults (a young collection every 700 allocations, a full
-    one whenever the heap has grown by a quarter) a 16-replica job ran 3 full collections,
-    each walking the whole heap (Ray, every module, the job) for up to 0.17 s, longer than
-    the calls in flight keep a replica busy; collections took 12% of the driver's CPU. So
+    one whenever the heap has grown by a quarter) full collections keep walking the whole
+    heap (Ray, every module, the job), each longer than the calls in flight keep a replica
+    busy, and the driver's CPU goes to collecting instead of dispatching. So
     ``gc.freeze`` parks what is alive at the job's start (Ray, the modules, the pools: they
     outlive the job) where no collection walks it, and a young collection waits for
     ``YOUNG_GC_THRESHOLD`` allocations: a full one then comes at most every million
@@ -161,8 +158,7 @@ class Engine:
         """
         config = self.config
         pools = self.pools()  # before the run directory: a model that fails to load leaves none
-        verifier = pools.verifier.model_spec() if pools.verifier is not None else NO_VERIFIER
-        specs = (pools.generator.model_spec(), verifier)
+        specs = model_specs(pools)
         mode = config.output.progress if progress else "off"
         with job_gc(), Progress(len(problems), mode, config.output.progress_interval_s) as bar:
             runner = JobRunner(config, self.task, problems, specs, out_dir,
@@ -178,22 +174,10 @@ class Engine:
             try:
                 run_loop(runner, pools)
             finally:
-                summary = self._summary(runner, specs, time.monotonic() - start, len(problems))
+                summary = runner.summary(time.monotonic() - start, len(problems))
+                summary["setup_seconds"] = round(self.setup_seconds, 3)
+                summary["models"] = {"generator": asdict(specs[0]), "verifier": asdict(specs[1])}
                 runner.close(summary)
-        return summary
-
-    def _summary(self, runner: JobRunner, specs: tuple[ModelSpec, ModelSpec], wall: float,
-                 num_requested: int) -> dict[str, Any]:
-        config = self.config
-        summary = make_summary(
-            runner.totals, total_flops=runner.budget.job_spent,
-            flops_by_model=runner.budget.spent_by_model(), wall_seconds=wall,
-            strategy=config.search.strategy, strategy_params=config.search.params,
-            budget=asdict(config.budget), task=getattr(self.task, "name", "") or config.task.name,
-            num_requested=num_requested)
-        summary["num_failed"] = len(runner.errors)
-        summary["setup_seconds"] = round(self.setup_seconds, 3)
-        summary["models"] = {"generator": asdict(specs[0]), "verifier": asdict(specs[1])}
         return summary
 
     def close(self) -> None:

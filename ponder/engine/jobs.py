@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import partial
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,13 +29,14 @@ from ponder.engine.checkpoint import (CHECKPOINT_FILE, Cadence, JobState, Reques
                                        TrackedStrategy, add_stats, load_job, read_records, save_job)
 from ponder.engine.loop import deliver, dispatch  # noqa: F401  (re-exported: the loop's halves)
 from ponder.engine.results import (CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, ProblemRecord,
-                                    RunTotals, TokenCounts)
+                                    RunTotals, TokenCounts, make_summary)
 from ponder.engine.rundir import read_job_problems, write_job_problems  # noqa: F401
 from ponder.engine.traces import TraceRecorder
-from ponder.search.budget import BudgetManager, default_token_bound
-from ponder.search.flops import ModelSpec
+from ponder.search.budget import BudgetManager
+from ponder.search.flops import ModelSpec, SlackTokenBound, StepCosts, default_token_bound
 from ponder.search.messages import GenerateRequest, Request, Result
 from ponder.search.scheduler import Plan, Scheduler
+from ponder.search.strategies import get_strategy
 from ponder.search.strategies.base import Answer, JobContext
 from ponder.search.tree import Tree
 from ponder.tasks.base import Problem, Task
@@ -47,7 +48,7 @@ def problem_seed(job_seed: int, index: int) -> int:
 
 
 def token_bound(slack: int, text: str) -> int:
-    """``default_token_bound`` with ``budget.token_bound_slack`` specials (slack first, for partial)."""
+    """``default_token_bound`` with ``budget.token_bound_slack`` specials (``SlackTokenBound(slack)(text)``)."""
     return default_token_bound(text, slack)
 
 
@@ -87,15 +88,22 @@ class JobRunner:
         self.cancelled = False
         self.num_checkpoints = 0
         self._mine: set[int] = set()  # ids of this job's requests in flight
+        # Parsed once a job, for all its problems; the config load checked them too, but a
+        # job that ``ponder serve`` takes brings its own, which no config load has seen.
+        self.strategy_cls = get_strategy(config.search.strategy)
+        self.params = self.strategy_cls.Params.from_dict(config.search.params)
+        # How the scheduler prices steps; strategies read it from their JobContext.
+        self.step_costs = StepCosts(specs[0], specs[1], SlackTokenBound(config.budget.token_bound_slack))
         self.state = self._resume() if resume else None
         if self.state is None:
             self.state = self._fresh()
+        self.state.context.step_costs = self.step_costs  # a resumed job prices with today's pools
         self.budget = self.state.budget
         self.scheduler = Scheduler(
             self.budget, specs[0], specs[1],
             max_batch_requests=config.engine.max_batch_requests,
             max_batch_tokens=config.engine.max_batch_tokens,
-            token_bound=partial(token_bound, config.budget.token_bound_slack),
+            token_bound=self.step_costs.token_bound,
             step_check=self._check_step if config.search.step_check else None)
         self.active = {s.problem_id: s for s in self.state.strategies}  # problem_id -> strategy
         self.base_stats = dict(self.state.stats)  # problem_id -> counters from before a resume
@@ -122,18 +130,15 @@ class JobRunner:
         finished = finished or {}
         budget_config = self.config.budget
         budget = _budget_with(budget_config.flops_total, budget_config.flops_per_problem, finished)
-        state = JobState(list(self.problems), budget, self.request_ids, JobContext(budget=budget),
+        state = JobState(list(self.problems), budget, self.request_ids, JobContext(budget=budget, step_costs=self.step_costs),
                          finished=dict(finished), meta={"strategy": self.config.search.strategy})
         state.strategies = self._new_strategies(state)
         return state
 
     def _new_strategies(self, state: JobState) -> list[TrackedStrategy]:
         """Strategies for the problems that are neither finished nor in ``state`` yet."""
-        from ponder.search import get_strategy
-
         search = self.config.search
-        cls = get_strategy(search.strategy)
-        params = cls.Params.from_dict(search.params)
+        cls, params = self.strategy_cls, self.params
         have = set(state.finished) | {s.problem_id for s in state.strategies}
         out = []
         for index, problem in enumerate(self.problems.values()):
@@ -268,6 +273,23 @@ class JobRunner:
             error=self.errors.get(problem_id), search=search_account(answer.extra))
 
     # -- checkpoints, status, end ---------------------------------------------------------
+
+    def summary(self, wall_seconds: float, num_requested: int) -> dict[str, Any]:
+        """The job's ``summary.json`` content so far (``make_summary``, plus ``num_failed``).
+
+        Args:
+            wall_seconds: how long the job has run.
+            num_requested: problems the job was given.
+        """
+        config = self.config
+        summary = make_summary(
+            self.totals, total_flops=self.budget.job_spent,
+            flops_by_model=self.budget.spent_by_model(), wall_seconds=wall_seconds,
+            strategy=config.search.strategy, strategy_params=config.search.params,
+            budget=asdict(config.budget), task=getattr(self.task, "name", "") or config.task.name,
+            num_requested=num_requested)
+        summary["num_failed"] = len(self.errors)
+        return summary
 
     def checkpoint(self) -> int:
         """Write the checkpoint now; returns its size in bytes."""

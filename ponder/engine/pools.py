@@ -12,6 +12,8 @@ from typing import Protocol, Sequence
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import Request, Result
 
+NO_VERIFIER = ModelSpec(name="none", num_params=0, num_layers=0, d_model=0)  # priced when nothing scores
+
 
 class RolePool(Protocol):
     """The replicas of one role (generator or verifier), as the loop sees them."""
@@ -52,3 +54,9 @@ class Pools(Protocol):
 
     def shutdown(self) -> None:
         """Shut every pool down (and whatever this object started to host them)."""
+
+
+def model_specs(pools: Pools) -> tuple[ModelSpec, ModelSpec]:
+    """``(generator, verifier)`` specs of ``pools`` for FLOP pricing; ``NO_VERIFIER`` without one."""
+    verifier = pools.verifier.model_spec() if pools.verifier is not None else NO_VERIFIER
+    return pools.generator.model_spec(), verifier

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 from ponder.engine.checkpoint import RequestIds
 from ponder.engine.jobs import JobRunner
 from ponder.engine.loop import deliver, dispatch
-from ponder.engine.results import make_summary, read_results
+from ponder.engine.pools import model_specs
+from ponder.engine.results import read_results
 from ponder.tasks import task_from_config
 from ponder.tasks.base import Problem
 
@@ -65,7 +66,7 @@ class EngineService:
         (self.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
         self.pools = pools
         self.checkpoint_every_s = checkpoint_every_s
-        self.specs = (pools.generator.model_spec(), _verifier_spec(pools))
+        self.specs = model_specs(pools)
         self.request_ids = RequestIds()
         self.jobs: dict[str, dict[str, Any]] = {}  # job_id -> its job.json content
         self.runners: dict[str, JobRunner] = {}  # job_id -> runner of a running job
@@ -283,15 +284,7 @@ class EngineService:
     def _close(self, job_id: str, state: str, error: str | None = None) -> None:
         runner = self.runners.pop(job_id)
         job = self.jobs[job_id]
-        summary = make_summary(
-            runner.totals, total_flops=runner.budget.job_spent,
-            flops_by_model=runner.budget.spent_by_model(), wall_seconds=time.time() - job["submitted_at"],
-            strategy=runner.config.search.strategy, strategy_params=runner.config.search.params,
-            budget={"flops_total": runner.budget.flops_total,
-                    "flops_per_problem": runner.budget.flops_per_problem},
-            task=getattr(self.task, "name", ""), num_requested=len(job["problems"]))
-        summary["num_failed"] = len(runner.errors)
-        runner.close(summary)
+        runner.close(runner.summary(time.time() - job["submitted_at"], len(job["problems"])))
         self._end(job, state, num_finished=runner.num_finished, flops_spent=runner.budget.job_spent,
                   error=error)
 
@@ -310,14 +303,6 @@ class EngineService:
                 for runner in self.runners.values():
                     runner.checkpoint()
             self.pools.shutdown()
-
-
-def _verifier_spec(pools: Any):
-    from ponder.search.flops import ModelSpec
-
-    if pools.verifier is None:
-        return ModelSpec(name="none", num_params=0, num_layers=0, d_model=0)
-    return pools.verifier.model_spec()
 
 
 def _triple(problem: Problem | dict | Sequence) -> list:

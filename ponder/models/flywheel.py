@@ -14,7 +14,7 @@ Test puzzles never train anything: a row whose puzzle is in the test split
 900-999 of 24.csv (by number multiset, as ``game24.is_test_puzzle`` decides) is
 skipped and counted, and so is a row that is not a Game-of-24 puzzle at all.
 
-Run as ``ponder train-verifier`` or ``python -m ponder.models.flywheel``.
+Run as ``ponder train-verifier``.
 """
 
 from __future__ import annotations
@@ -143,8 +143,7 @@ def with_replay(paths: list, num_replay: int, seed: int = 0, puzzles=None) -> li
 
     Replay covers every train puzzle (``puzzles``, default: all of 24.csv outside the test
     split), not only the traced ones: fine-tuned on a hundred puzzles' traces alone, the
-    verifier forgets the rest (measured: 51 -> 40/100 on 900-999 with replay of the traced
-    puzzles only).
+    verifier forgets what it knew of the other puzzles.
     """
     from ponder.models.exact_labels import labelled_paths
 
@@ -201,19 +200,22 @@ def fine_tune(paths, from_dir: str | Path, out_dir: str | Path, steps: int, batc
                                                            "steps": steps, "lr": lr}})
 
 
-def run(args: argparse.Namespace) -> int:
-    """``ponder train-verifier``: read traces, fine-tune, save; returns a process exit code.
+def run(args: argparse.Namespace, rows: Iterable[dict[str, Any]]) -> int:
+    """``ponder train-verifier``: fine-tune on trace rows, save; returns a process exit code.
+
+    Args:
+        args: the options ``add_arguments`` defines.
+        rows: the trace rows read from ``args.traces`` (``ponder.engine.traces.read_traces``;
+            the caller reads them, so that models/ does not import the engine).
 
     Raises:
         ValueError: the traces hold no verified path of a train puzzle.
     """
     import torch
 
-    from ponder.engine.traces import read_traces
-
     torch.set_num_threads(args.threads)
     start = time.time()
-    paths, counts = training_paths(read_traces(args.traces), args.target)
+    paths, counts = training_paths(rows, args.target)
     if counts["test_split"]:
         print(f"[flywheel] skipped {counts['test_split']} trace rows of test puzzles (900-999 of "
               f"24.csv): they are never trained on", flush=True)
@@ -238,14 +240,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"[flywheel] verifier saved to {weights} after {time.time() - start:.0f}s; use it with "
           f"--set verifier.model_path={out}", flush=True)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ponder.models.flywheel", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,10 +15,9 @@ import torch
 
 DEFAULT_CACHE_TOKENS = 262_144
 """Default capacity in positions: at 2 x n_layer x n_embd floats a position (4 KiB for the
-shipped 4 x 128 models) at most 1 GiB. A job grows ~100 trees at once and each keeps its
-frontier's prefixes warm; at 32,768 positions a 100-puzzle compute_optimal job evicted so
-much that its generator hit the cache on 84% of prompt positions instead of 99%, the verifier
-on 35% instead of 66%, and 76 of 100 problems ran out of budget before their beams finished."""
+shipped 4 x 128 models) at most 1 GiB. A job grows many trees at once and each keeps its
+frontier's prefixes warm; a cache too small for all of them evicts prefixes that are about
+to be extended again, and every miss is paid from the problem's FLOP budget."""
 
 
 class CacheEntry:

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--step-samples", type=int, default=0,
                    help="exact labels: the generator's sampled next steps per state (4 states a train puzzle: "
                         "the prompt, random 1- and 2-step starts, a solution's 3 steps); 0: none, as for the "
-                        "shipped weights (4 costs ~8 min of sampling here)")
+                        "shipped weights (each costs a generator call per state)")
     g.add_argument("--rollouts", type=int, default=None,
                    help="verifier rollouts per train puzzle (default: 8 with outcome labels, 0 with exact)")
     g.add_argument("--random-prefixes", type=int, default=4,
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prefix-rollouts", type=int, default=2, help="continuations of each random start")
     g.add_argument("--corrupt", type=int, default=0,
                    help="per train puzzle: paths with one near-miss mistake, continued by the generator "
-                        "(0: off, as for the shipped weights; 4 did not help on the dev split)")
+                        "(0: off, as for the shipped weights)")
     g.add_argument("--rollout-temperature", type=float, default=1.0)
     g.add_argument("--rollouts-file", default=None, metavar="JSONL",
                    help="reuse the verifier's rollouts from this file if it exists, else save them there")

@@ -34,10 +34,9 @@ samples a cheap probe per problem and reports a ``DifficultyEstimate`` here; the
    not what they spent: phase 2 must fit its reservations under the grant, and
    spending depends on prefix-cache luck. Beam search is the exception
    (``paced``): it narrows its levels to what its cap has left, so it is sized by
-   what the probe spent and trims itself if that was optimistic. With sizes from spending, a sweep's
-   compute_optimal cell at 3e10 (warm caches from earlier cells made the probe
-   look cheap) ran beams of 24-30 x 4 that could not fit their last levels: 89 of
-   100 problems stopped on budget and accuracy fell from 46% at 1e10 to 28%.
+   what the probe spent and trims itself if that was optimistic. A search sized
+   from spending that cannot narrow would be too wide whenever warm caches made
+   the probe look cheap, and stop on budget before its last levels.
 
 The fixed rule (no budget, or nothing capped): decide at once, without waiting
 for other problems, with ``fixed_num_samples * weight`` phase-2 samples.
@@ -248,8 +247,8 @@ class Allocator:
         # reservation under the cap, and what a probe spent depends on what the prefix
         # caches held (a rerun on warm caches spends half), while its reservations do not.
         # A search that paces itself (beam) narrows its levels when the cap runs short
-        # instead of stopping, so it is sized by spend: by reservations it would leave
-        # about half of its grant unspent (dev 800-899 at 1.2e10: 58% -> 66% solved).
+        # instead of stopping, so it is sized by spend: sized by reservations it would
+        # leave much of its grant unspent.
         if strategy in self.policy.paced:
             cost = estimate.spent or estimate.worst_case
         else:

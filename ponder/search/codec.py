@@ -80,6 +80,7 @@ def _allow_builtins() -> None:
     if _builtins_allowed:
         return
     from ponder.search import allocate, messages, scheduler, tree
+    from ponder.search.flops import ModelSpec, SlackTokenBound, StepCosts
     from ponder.search.strategies import base, beam, levels, rebase, rollout
 
     allow(tree.Tree, tree.Node, tree.NodeStatus,
@@ -87,7 +88,7 @@ def _allow_builtins() -> None:
           messages.ScoreResult, base.Answer, base.JobContext, base.StrategyParams,
           levels.LevelSearch, beam.KeepTop, rebase.Balance, rollout.Rollouts,
           allocate.Allocator, allocate.AllocationPolicy, allocate.DifficultyEstimate,
-          allocate.Decision, scheduler.ProblemStats)
+          allocate.Decision, scheduler.ProblemStats, ModelSpec, StepCosts, SlackTokenBound)
     _builtins_allowed = True
 
 

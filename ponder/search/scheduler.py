@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 
-from ponder.search.budget import (BudgetManager, Reservation, StepCosts, TokenBound, actual_flops,
-                                  default_token_bound, generate_tokens, worst_case_tokens)
-from ponder.search.flops import ModelSpec, flops
+from ponder.search.budget import BudgetManager, Reservation
+from ponder.search.flops import (ModelSpec, StepCosts, TokenBound, actual_flops, default_token_bound,
+                                 flops, generate_tokens, worst_case_tokens)
 from ponder.search.messages import (GenerateRequest, GenerateResult, Request, Result, ScoreRequest,
                                     ScoreResult)
 from ponder.search.step_check import StepCheck, checked_scores
@@ -154,7 +154,7 @@ class Scheduler:
         max_batch_requests: at most this many requests per batch.
         max_batch_tokens: at most this many worst-case tokens per batch (a single
             larger request gets a batch of its own).
-        token_bound: text -> upper bound on its token count (see ``budget.py``).
+        token_bound: text -> upper bound on its token count (see ``flops.py``).
         step_check: ``(problem_id, steps) -> bool | None``, a task's exact step checker;
             if given, verifier scores from a rejected step on are 0 (``step_check.py``).
 
@@ -170,13 +170,9 @@ class Scheduler:
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.budget = budget
-        self.generator_spec = generator_spec
-        self.verifier_spec = verifier_spec
-        self.max_batch_requests = max_batch_requests
-        self.max_batch_tokens = max_batch_tokens
-        self.token_bound = token_bound
+        self.costs = StepCosts(generator_spec, verifier_spec, token_bound)  # how requests are priced
+        self.max_batch_requests, self.max_batch_tokens = max_batch_requests, max_batch_tokens
         self.step_check = step_check
-        budget.step_costs = StepCosts(generator_spec, verifier_spec, token_bound)  # how this prices steps
         self._problems: dict[str, _Problem] = {}  # problem_id -> active problem
         self._in_flight: dict[int, _InFlight] = {}  # request_id -> reserved, unsettled request
         self._ready: dict[str, None] = {}  # problem_id -> None: ask for requests next schedule()
@@ -330,11 +326,11 @@ class Scheduler:
     def _cost(self, request: Request) -> tuple[int, int, ModelSpec, str]:
         """(worst-case tokens, worst-case FLOPs, spec, model name) of ``request``."""
         if isinstance(request, GenerateRequest):
-            spec = self.generator_spec
-            tokens, context = worst_case_tokens(request, self.token_bound, spec.prompt_once)
+            spec = self.costs.generator
+            tokens, context = worst_case_tokens(request, self.costs.token_bound, spec.prompt_once)
             return tokens, flops(spec, tokens, context), spec, "generator"
-        tokens, context = worst_case_tokens(request, self.token_bound)
-        return tokens, flops(self.verifier_spec, tokens, context), self.verifier_spec, "verifier"
+        tokens, context = worst_case_tokens(request, self.costs.token_bound)
+        return tokens, flops(self.costs.verifier, tokens, context), self.costs.verifier, "verifier"
 
     def _place(self, problem: _Problem, request: Request) -> bool:
         """Reserve and pack ``request``, shrinking a generate request's ``n`` to fit; False if it can't."""
@@ -349,9 +345,9 @@ class Scheduler:
             # same per sample): take the largest n whose generation and the scoring of
             # its samples fit (unscored samples are wasted).
             prompt_tokens, sample_tokens, context = generate_tokens(
-                request, self.token_bound, self.generator_spec.prompt_once)
-            fixed = flops(self.generator_spec, prompt_tokens, context)
-            per_sample = flops(self.generator_spec, sample_tokens, context)
+                request, self.costs.token_bound, self.costs.generator.prompt_once)
+            fixed = flops(self.costs.generator, prompt_tokens, context)
+            per_sample = flops(self.costs.generator, sample_tokens, context)
             follow_up = self._score_cost_per_sample(context)
             if per_sample and cost + follow_up * request.n > headroom:
                 n = min(request.n, (headroom - fixed) // (per_sample + follow_up))
@@ -376,7 +372,7 @@ class Scheduler:
         subword tokenizer a sample's text can take more bytes than tokens, so a very tight
         cap can still leave the scoring short (the problem then stops with ``budget``).
         """
-        return flops(self.verifier_spec, sample_tokens, sample_tokens)
+        return flops(self.costs.verifier, sample_tokens, sample_tokens)
 
     def _could_fit_later(self, problem: _Problem, request: Request) -> bool:
         """Whether ``request`` (at n=1) fits once every open reservation settles at zero."""
@@ -415,7 +411,7 @@ class Scheduler:
             if isinstance(request, GenerateRequest) != isinstance(result, GenerateResult):
                 raise TypeError(f"request {request_id} is a {type(request).__name__} "
                                 f"but got a {type(result).__name__}")
-            spec = self.generator_spec if isinstance(request, GenerateRequest) else self.verifier_spec
+            spec = self.costs.generator if isinstance(request, GenerateRequest) else self.costs.verifier
             actual = actual_flops(request, result, spec)
             if actual > entry.reservation.flops:
                 self._overrun(entry, actual)

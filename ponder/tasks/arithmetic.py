@@ -121,7 +121,7 @@ def _moves(numbers: Sequence[Value]):
 
 
 def _div(a: Value, b: Value) -> Value:
-    # Whole values stay ints: int arithmetic is ~20x faster than Fraction's, and
+    # Whole values stay ints: int arithmetic is much cheaper than Fraction's, and
     # enumerating every puzzle's solutions is dominated by it.
     if isinstance(a, int) and isinstance(b, int):
         return a // b if a % b == 0 else Fraction(a, b)

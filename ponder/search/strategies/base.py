@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar, Iterator
 
+from ponder.search.flops import StepCosts
 from ponder.search.messages import Request, Result
 from ponder.search.task import SearchTask
 from ponder.search.tree import Tree
@@ -65,12 +66,15 @@ class StrategyParams:
 class JobContext:
     """Objects shared by all strategies of one job (e.g. compute_optimal's allocator).
 
-    ``budget`` is the job's BudgetManager; ``shared`` maps a strategy-chosen key to an
-    object those strategies share (``"compute_optimal" -> Allocator``).
+    ``budget`` is the job's BudgetManager; ``step_costs`` prices sampled steps as the
+    job's scheduler reserves them (a search sizing itself to its cap reads it);
+    ``shared`` maps a strategy-chosen key to an object those strategies share
+    (``"compute_optimal" -> Allocator``).
     """
 
     budget: Any = None
     shared: dict[str, Any] = field(default_factory=dict)
+    step_costs: StepCosts | None = None  # None: nothing paces itself
 
 
 class Strategy(ABC):

@@ -14,8 +14,8 @@ sized before it is asked for, from what the cap has left, so that a search too
 big for its cap narrows instead of stopping mid-way with nothing finished. A
 level takes the most of its samples (the best-ranked nodes keep theirs) such that
 
-- the level's worst cases, priced by the ledger's ``StepCosts`` as the scheduler
-  will reserve them, fit what is left now: its expansions all at once, then its
+- the level's worst cases, priced by the job's ``StepCosts`` (``JobContext``) as
+  the scheduler will reserve them, fit what is left now: its expansions all at once, then its
   scoring beside what the expansions will have cost (at the spent-over-reserved
   rate seen so far), so the level is placed whole and never cut short between
   its expansions and its scoring; and
@@ -24,9 +24,7 @@ level takes the most of its samples (the best-ranked nodes keep theirs) such tha
   at what one sample of this search has really cost so far (prefix caches make
   most requests cost a fraction of their worst case). One level ahead, not all
   the way to ``max_steps``: most searches finish well before it, and planning
-  for levels that never come would narrow every level for nothing (on dev
-  puzzles 800-839 at 6e9 a puzzle: 65% looking one level ahead, 62.5% all the
-  way; the same 60% at 3e9).
+  for levels that never come would narrow every level for nothing.
 
 Each level re-plans with what is left, so a cheap level hands the next more.
 Without a cap, a ledger or step costs, widths are what the policy asked for.
@@ -37,11 +35,11 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from ponder.search.messages import GenerateRequest, GenerateResult, Request, Result, ScoreRequest
+from ponder.search.messages import GenerateRequest, GenerateResult, Request, Result
 from ponder.search.strategies.base import Strategy
-from ponder.search.strategies.common import (add_children, apply_scores, path_value, score_request,
-                                             step_request)
+from ponder.search.strategies.common import add_children, apply_scores, path_value, step_request
 from ponder.search.strategies.rollout import Rollouts
+from ponder.search.strategies.rounds import ExpandScoreRounds
 from ponder.search.tree import NodeStatus
 
 # (search, new children, node_id -> value) -> (finished paths to collect, node_id -> next-level width).
@@ -49,7 +47,7 @@ from ponder.search.tree import NodeStatus
 SelectPolicy = Callable[["LevelSearch", list[int], dict[int, float]], tuple[list[int], dict[int, int]]]
 
 
-class LevelSearch:
+class LevelSearch(ExpandScoreRounds):
     """Grow ``strategy.tree`` level by level from ``start_id``.
 
     Args:
@@ -125,20 +123,7 @@ class LevelSearch:
 
     def on_result(self, request: Request, result: Result) -> None:
         """Take one result; advances the level once all of its results are in."""
-        request_id = request.request_id
-        if request_id in self._expanding:
-            self._results[request_id] = result
-            if len(self._results) == len(self._expanding):
-                self._grow()
-        elif self._rollouts is not None and self._rollouts.owns(request_id):
-            self._rollouts.on_result(request, result)
-            self._outbox.extend(self._rollouts.requests())
-            if self._rollouts.done:
-                self._score()
-        elif request_id == self._scoring:
-            self._select(result)
-        else:
-            raise KeyError(f"request {request_id} is not one of this search's requests")
+        self._route(request, result)
 
     def _expand(self, widths: dict[int, int]) -> None:
         tree = self.strategy.tree
@@ -163,21 +148,13 @@ class LevelSearch:
         if not children:  # the budget left nothing to grow
             self.finished = True
             return
-        if self.lookahead > 0:
-            self._rollouts = Rollouts(self.strategy, children, self.lookahead,
-                                      self.lookahead_temperature, self.rng.getrandbits(31))
-            self._outbox.extend(self._rollouts.requests())
-            if not self._rollouts.done:
-                return
-        self._score()
+        self._roll_out_or_score(self.strategy, children, self.lookahead, self.lookahead_temperature,
+                                lambda: self.rng.getrandbits(31))
 
     def _score(self) -> None:
-        tails = self._rollouts.tails if self._rollouts is not None else None
-        request: ScoreRequest = score_request(self.strategy, self._children, tails)
-        self._scoring = request.request_id
-        self._outbox.append(request)
+        self._send_score(self.strategy, self._children)
 
-    def _select(self, result: Result) -> None:
+    def _scored(self, result: Result) -> None:
         tree = self.strategy.tree
         self._scoring = None
         self._rollouts = None
@@ -198,10 +175,9 @@ class LevelSearch:
     def _paced(self, widths: dict[int, int]) -> dict[int, int]:
         """``widths`` narrowed to what the cap has left (module docstring); unchanged if it fits."""
         strategy = self.strategy
-        budget = strategy.context.budget
-        costs = getattr(budget, "step_costs", None)
+        budget, costs = strategy.context.budget, strategy.context.step_costs
         problem_id = strategy.problem_id
-        if costs is None or problem_id not in budget:
+        if costs is None or budget is None or problem_id not in budget:
             return widths
         spent, reserved = budget.spent(problem_id), budget.reserved_ever(problem_id)
         if self._before is None:  # this search's first level: what the problem had spent before it

@@ -36,8 +36,9 @@ from ponder.search.messages import GenerateResult, Request, Result
 from ponder.search.strategies.base import Answer, StrategyParams, Strategy, register
 from ponder.search.strategies.common import (SELECTIONS, add_children, answer_from, apply_scores,
                                              check_at_least, check_choice, make_answer, path_value,
-                                             score_request, step_request)
+                                             step_request)
 from ponder.search.strategies.rollout import Rollouts
+from ponder.search.strategies.rounds import ExpandScoreRounds
 from ponder.search.tree import Node, NodeStatus
 
 PRIORS: tuple[str, ...] = ("logprob", "uniform")
@@ -72,7 +73,7 @@ class MCTSParams(StrategyParams):
 
 
 @register
-class MCTS(Strategy):
+class MCTS(ExpandScoreRounds, Strategy):
     """PUCT tree search with progressive widening; see the module docstring."""
 
     name = "mcts"
@@ -100,22 +101,8 @@ class MCTS(Strategy):
         return out
 
     def on_result(self, request: Request, result: Result) -> None:
-        if self.done:
-            return
-        request_id = request.request_id
-        if request_id in self._expanding:
-            self._results[request_id] = result
-            if len(self._results) == len(self._expanding):
-                self._grow()
-        elif self._rollouts is not None and self._rollouts.owns(request_id):
-            self._rollouts.on_result(request, result)
-            self._outbox.extend(self._rollouts.requests())
-            if self._rollouts.done:
-                self._score()
-        elif request_id == self._scoring:
-            self._backup(result)
-        else:
-            raise KeyError(f"request {request_id} is not one of mcts's requests")
+        if not self.done:
+            self._route(request, result)
 
     def _start_wave(self) -> None:
         p: MCTSParams = self.params
@@ -166,23 +153,16 @@ class MCTS(Strategy):
             self._new += [c for c in self._sampled[node_id] if c >= num_nodes]
         p: MCTSParams = self.params
         if not self._new:
-            self._backup(None)  # only merged duplicates (or nothing): no new value to learn
-        elif p.rollout_depth > 0:
-            self._rollouts = Rollouts(self, self._new, p.rollout_depth, p.rollout_temperature,
-                                      self.seed_for())
-            self._outbox.extend(self._rollouts.requests())
-            if self._rollouts.done:
-                self._score()
+            self._scored(None)  # only merged duplicates (or nothing): no new value to learn
         else:
-            self._score()
+            self._roll_out_or_score(self, self._new, p.rollout_depth, p.rollout_temperature,
+                                    self.seed_for)
 
     def _score(self) -> None:
-        tails = self._rollouts.tails if self._rollouts is not None else None
-        request = score_request(self, self._new, tails)
-        self._scoring = request.request_id
-        self._outbox.append(request)
+        self._send_score(self, self._new)
 
-    def _backup(self, result: Result | None) -> None:
+    def _scored(self, result: Result | None) -> None:
+        """Back the wave's new values up (``result``: their scores; None: nothing new)."""
         full = apply_scores(self.tree, self._new, result) if result is not None else {}
         for child_id in self._new:
             child = self.tree[child_id]
