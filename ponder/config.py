@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-# backend name -> (module, generator class, verifier class); ponder.actors.factory imports them
-# lazily, so naming a backend here imports nothing. A config may also name "package.module:Class".
+# backend name -> (module, generator class, verifier class); a class written "module:Class" lives in a
+# module of its own. ponder.actors.factory imports them lazily, so naming a backend here imports nothing.
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "embedded": ("ponder.actors.backends.embedded", "EmbeddedGenerator", "EmbeddedVerifier"),
     "hf": ("ponder.actors.backends.hf", "HFGenerator", "ponder.actors.backends.hf_verifier:HFVerifier"),
