@@ -210,6 +210,10 @@ class Game24Task(Task):
         numbers = parse_numbers(raw)
         return Problem(str(record.get("id", index)), " ".join(map(str, numbers)))
 
+    def default_problems(self) -> Path:
+        """The 24.csv ``default_csv_path()`` finds (all 1,362 puzzles; 900-999 are the test split)."""
+        return default_csv_path()
+
     def load_default(self, path: str | os.PathLike | None = None) -> list[Problem]:
         """All puzzles of the default 24.csv (``ponder.tasks.game24.load_puzzles``)."""
         return load_puzzles(path)
