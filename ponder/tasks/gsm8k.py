@@ -30,6 +30,7 @@ MAX_FEW_SHOT = 16  # more examples than this only lengthen every prompt
 
 _NUMBER_RE = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?|-?\$?\s*\.\d+")
 _CALCULATOR_RE = re.compile(r"<<[^<>]*>>")  # GSM8K's inline calculator annotations
+_BOX_NOISE_RE = re.compile(r"\\text\{[^{}]*\}|\\[$%!,]|[$%]")  # units, \$, \%, thin spaces
 _MARKERS = ("the answer is", "final answer:", "answer:")
 SYSTEM_PROMPT = ("Solve the math word problem step by step. Write each step as a short "
                  "paragraph and leave a blank line between steps. Finish with a line "
@@ -73,9 +74,9 @@ def extract_number(text: str) -> str | None:
         return number
     boxed = last_boxed(text)
     if boxed is not None:
-        inside = _NUMBER_RE.findall(boxed.replace("\\$", "$").replace("{,}", ","))
-        if len(inside) == 1:  # \boxed{x + 3} states no number; fall through
-            return normalize_number(inside[0])
+        inside = _BOX_NOISE_RE.sub("", boxed.replace("{,}", ",")).strip()
+        if _NUMBER_RE.fullmatch(inside):  # \boxed{x + 3} states no number: fall through
+            return normalize_number(inside)
     for marker in _MARKERS:
         number = _number_after(text, marker)
         if number is not None:
