@@ -359,7 +359,8 @@ def _validate_task(t: TaskConfig) -> None:
     try:
         get_task(t.name, **t.kwargs)
     except (ValueError, ImportError, AttributeError, TypeError) as e:
-        raise ConfigError(f"task.name: {e}") from None
+        text = str(e)  # a task's own check names its field (task.kwargs.split); else blame the name
+        raise ConfigError(text if text.startswith("task.") else f"task.name: {text}") from None
 
 
 def _positive(where: str, value: float) -> None:
