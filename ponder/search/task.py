@@ -26,3 +26,14 @@ class SearchTask(Protocol):
     def extract_answer(self, steps: list[str]) -> str | None:
         """The final answer a path states, normalized for voting; None if it has none."""
         ...
+
+
+def split_steps(text: str, delimiter: str) -> list[str]:
+    """The steps of a whole solution ``text``, split at ``delimiter``.
+
+    Blank lines never become steps: newlines left around a piece (a model that wrote
+    three newlines where the delimiter is two) are trimmed, and pieces holding only
+    whitespace are dropped. ``"a\\n\\n\\n\\nb\\n\\n"`` with ``"\\n\\n"`` gives ``["a", "b"]``.
+    """
+    pieces = (piece.strip("\r\n") for piece in text.split(delimiter))
+    return [piece for piece in pieces if piece.strip()]

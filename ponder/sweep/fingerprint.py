@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ponder.config import Config
+from ponder.config import Config, resolve_package_path
 
 UNFINGERPRINTED = ("output", "ray", "engine")  # where it ran and how it was batched and shown
 RESOURCE_FIELDS = ("num_replicas", "num_cpus", "num_gpus", "tensor_parallel_size", "placement")
@@ -57,7 +57,7 @@ def weights_signature(role: dict[str, Any]) -> str | None:
         path = embedded_weights_dir()
     if path is None:
         return None
-    path = Path(os.path.expanduser(str(path)))
+    path = Path(os.path.expanduser(resolve_package_path(str(path))))
     if not path.exists():  # a hub id (Qwen/...), resolved by the backend, not a file here
         return None
     files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file())

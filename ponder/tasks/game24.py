@@ -187,10 +187,6 @@ class Game24Task(Task):
     step_delimiter = "\n"
     max_steps = 4
 
-    def default_problems(self) -> str:
-        """24.csv (``default_csv_path``)."""
-        return str(default_csv_path())
-
     def prompt(self, problem: Problem) -> str:
         return f"Input: {' '.join(map(str, parse_numbers(problem.problem)))}\n"
 
@@ -213,6 +209,10 @@ class Game24Task(Task):
             raise KeyError("a game24 record needs 'problem' (e.g. \"4 5 6 10\") or 'numbers'")
         numbers = parse_numbers(raw)
         return Problem(str(record.get("id", index)), " ".join(map(str, numbers)))
+
+    def default_problems(self) -> Path:
+        """The 24.csv ``default_csv_path()`` finds (all 1,362 puzzles; 900-999 are the test split)."""
+        return default_csv_path()
 
     def load_default(self, path: str | os.PathLike | None = None) -> list[Problem]:
         """All puzzles of the default 24.csv (``ponder.tasks.game24.load_puzzles``)."""

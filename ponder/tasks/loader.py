@@ -1,6 +1,6 @@
 """Read a job's problems from JSONL or from ToT's 24.csv, optionally a slice of them.
 
-JSONL: one object a line, ``{"id": ..., "problem": ...}`` (a task may accept other keys,
+JSONL (or gzipped JSONL, ``.jsonl.gz``): one object a line, ``{"id": ..., "problem": ...}`` (a task may accept other keys,
 e.g. gsm8k's ``question``); blank lines are skipped. A CSV whose header starts with
 ``Rank,Puzzles`` is ToT's game24 file; a problem's index there is its 0-based row.
 """
@@ -8,6 +8,7 @@ e.g. gsm8k's ``question``); blank lines are skipped. A CSV whose header starts w
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -53,8 +54,10 @@ def _read_text(path: Path) -> str:
     if path.is_dir():
         raise IsADirectoryError(f"problem file {str(path)!r} is a directory")
     try:
+        if path.suffix == ".gz":  # GSM8K's train file ships compressed
+            return gzip.decompress(path.read_bytes()).decode("utf-8")
         return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, EOFError) as e:
         raise OSError(f"cannot read problem file {str(path)!r}: {e}") from e
 
 
@@ -111,7 +114,8 @@ def load_problems(path: str | os.PathLike, task: str | Task,
     """Load a job's problems.
 
     Args:
-        path: a ``.jsonl`` file, or ToT's ``24.csv`` (recognized by its header).
+        path: a ``.jsonl`` (or ``.jsonl.gz``) file, or ToT's ``24.csv`` (recognized by
+            its header).
         task: the task (or its registry name / plugin path) that parses each record.
         range_: ``"A:B"`` (half-open, by 0-based problem index), a slice, or None for all.
     Returns:

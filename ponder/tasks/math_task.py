@@ -3,15 +3,24 @@
 Named ``math_task`` so nothing can mistake it for the standard library's ``math``; the
 registry name is ``math``. Steps are separated by a blank line, as in
 search-and-learn's PRM setup, and a step holding ``\\boxed{...}`` ends the path.
+
+The package ships MATH-500 (``data/math500/test.jsonl``), PRM800K's test split and so
+for evaluation only. It ships no MATH train problems, so this task has no few-shot
+examples: they may come only from train problems.
 """
 
 from __future__ import annotations
 
-from ponder.tasks.base import Problem, Task
+from pathlib import Path
+
+from ponder.tasks.base import Problem, Task, check_split
 from ponder.tasks.latex_answer import is_equiv, last_boxed, normalize
 
-PROMPT = ("Solve the following math problem step by step. Separate steps with a blank line "
-          "and put the final answer in \\boxed{{}}.\n\nProblem: {problem}\n\n")
+DATA_DIR = Path(__file__).parent / "data" / "math500"
+SPLIT_FILES = {"test": DATA_DIR / "test.jsonl"}  # split -> shipped file
+SYSTEM_PROMPT = ("Solve the math problem step by step. Write each step as a short paragraph "
+                 "and leave a blank line between steps. End with the sentence: Therefore, the "
+                 "final answer is $\\boxed{ANSWER}$, with ANSWER the final number or expression.")
 
 
 def extract_boxed_answer(text: str) -> str | None:
@@ -21,14 +30,36 @@ def extract_boxed_answer(text: str) -> str | None:
 
 
 class MathTask(Task):
-    """MATH-style task: answers are compared with ``latex_answer.is_equiv``."""
+    """MATH-style task: answers are compared with ``latex_answer.is_equiv``.
+
+    Args:
+        split: ``test`` (MATH-500, the only split shipped).
+        num_few_shot: must be 0 (no train problems ship to draw examples from).
+
+    Raises:
+        ValueError: another split, or few-shot examples asked for.
+    """
 
     name = "math"
     step_delimiter = "\n\n"
     max_steps = 32
 
+    def __init__(self, split: str = "test", num_few_shot: int = 0):
+        self.split = check_split(self.name, split, tuple(SPLIT_FILES))
+        if num_few_shot != 0:
+            raise ValueError(f"task.kwargs.num_few_shot must be 0 for math: no MATH train "
+                             f"problems ship, and test problems are never examples; "
+                             f"got {num_few_shot!r}")
+
+    def default_problems(self) -> Path:
+        """MATH-500's test file."""
+        return SPLIT_FILES[self.split]
+
+    def system_prompt(self) -> str:
+        return SYSTEM_PROMPT
+
     def prompt(self, problem: Problem) -> str:
-        return PROMPT.format(problem=problem.problem)
+        return self.plain_prompt(problem)
 
     def is_terminal(self, step: str) -> bool:
         return last_boxed(step) is not None

@@ -122,6 +122,15 @@ class Strategy(ABC):
     def answer(self) -> Answer:
         """The best answer so far; valid at any time, final once ``done``."""
 
+    @classmethod
+    def needs_verifier(cls, params: StrategyParams) -> bool:
+        """Whether this strategy, with ``params``, asks a verifier to score paths.
+
+        Config validation refuses ``verifier: null`` when it does, before anything is
+        generated. Searches that pick what to expand by scores always do.
+        """
+        return True
+
     def stop(self, reason: str) -> None:
         """End the search early (``"budget"``, ``"cancelled"``); results still in flight are ignored."""
         if self.stop_reason is None:

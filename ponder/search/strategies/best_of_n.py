@@ -7,6 +7,10 @@ chains are scored in one verifier request, and the answer is chosen by
 ``selection``: ``majority`` (self-consistency), ``weighted`` (PRM-weighted vote)
 or ``best`` (the single best-scored solution), paths ranked by ``agg``.
 
+A majority vote needs no scores, so by default it sends no score request and
+runs with ``verifier: null``; ``score_solutions: true`` scores them anyway (for
+traces that carry scores, or a caller that ranks paths afterwards).
+
 It makes exactly ``n`` generations, or fewer if the scheduler shrank the
 request to fit a budget.
 """
@@ -28,6 +32,8 @@ class BestOfNParams(StrategyParams):
     max_solution_tokens: int = 512  # generation limit for one whole solution
     selection: str = "weighted"  # weighted | majority | best
     agg: str = "last"  # step-score aggregation ranking solutions: min | prod | last | mean
+    score_solutions: bool | None = None  # ask the verifier to score them; None: unless selection
+    # is majority, the one rule that needs no scores
 
     def validate(self) -> None:
         StrategyParams.validate(self)
@@ -35,6 +41,12 @@ class BestOfNParams(StrategyParams):
         check_at_least("max_solution_tokens", self.max_solution_tokens, 1)
         check_choice("selection", self.selection, SELECTIONS)
         check_aggregation(self.agg)
+        if self.score_solutions not in (None, True, False):
+            raise ValueError(f"search.score_solutions must be true, false or null, "
+                             f"got {self.score_solutions!r}")
+        if self.score_solutions is False and self.selection != "majority":
+            raise ValueError(f"search.selection {self.selection!r} ranks solutions by their "
+                             f"scores; it needs score_solutions true or null")
 
 
 @register
@@ -43,6 +55,13 @@ class BestOfN(Strategy):
 
     name = "best_of_n"
     Params = BestOfNParams
+
+    @classmethod
+    def needs_verifier(cls, params: BestOfNParams) -> bool:
+        """True unless the vote is a plain majority and nobody asked for scores."""
+        if params.score_solutions is not None:
+            return params.score_solutions
+        return params.selection != "majority"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -78,7 +97,7 @@ class BestOfN(Strategy):
                 leaf = add_solution(self.tree, self.task, 0, text, logprob)
                 if leaf is not None:
                     self.leaves.append(leaf)
-            if not self.leaves:
+            if not self.leaves or not self.needs_verifier(self.params):
                 self.stop("done")
                 return
             score = score_request(self, self.leaves)

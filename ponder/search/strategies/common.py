@@ -14,7 +14,7 @@ from typing import Sequence
 from ponder.search.aggregate import aggregate_scores, best_scored, majority_vote, weighted_vote
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from ponder.search.strategies.base import Answer, Strategy
-from ponder.search.task import SearchTask
+from ponder.search.task import SearchTask, split_steps
 from ponder.search.tree import Node, NodeStatus, Tree
 
 SELECTIONS: tuple[str, ...] = ("majority", "weighted", "best")  # how finished paths become one answer
@@ -112,15 +112,14 @@ def add_solution(tree: Tree, task: SearchTask, parent_id: int, text: str,
                  logprob: float = 0.0) -> int | None:
     """Split a whole-solution ``text`` into steps and hang them as a chain under ``parent_id``.
 
-    Steps after the first terminal one (or beyond ``task.max_steps``) are dropped:
-    they cannot change the answer the path states.
+    Blank lines make no step (``ponder.search.task.split_steps``). Steps after the
+    first terminal one (or beyond ``task.max_steps``) are dropped: they cannot change
+    the answer the path states.
 
     Returns:
         The chain's last node id, or None if ``text`` holds no step.
     """
-    steps = text.split(task.step_delimiter)
-    while steps and not steps[-1].strip():
-        steps.pop()  # a trailing delimiter is not a step
+    steps = split_steps(text, task.step_delimiter)
     node = tree[parent_id]
     if not steps:
         return None

@@ -84,7 +84,8 @@ class ComputeOptimal(Strategy):
         self.allocator.register(self.problem_id)
         probe_params = BestOfNParams(
             n=p.num_probe_samples, max_solution_tokens=p.max_solution_tokens, selection=p.selection,
-            agg=p.agg, temperature=p.temperature, top_p=p.top_p, max_step_tokens=p.max_step_tokens)
+            agg=p.agg, temperature=p.temperature, top_p=p.top_p, max_step_tokens=p.max_step_tokens,
+            score_solutions=True)  # the difficulty estimate reads the probe's scores
         self.probe = BestOfN(self.tree, self.task, probe_params, self.seed_for(),
                              self.next_request_id, self.context)
         self.decision: Decision | None = None
@@ -153,7 +154,7 @@ class ComputeOptimal(Strategy):
                   "max_step_tokens": p.max_step_tokens, "agg": p.agg}
         if name == "best_of_n":
             return {**common, "n": num_samples, "max_solution_tokens": p.max_solution_tokens,
-                    "selection": "majority"}
+                    "selection": "majority", "score_solutions": True}  # the final vote may weigh them
         if name == "beam":
             return {**common, "beam_width": max(1, num_samples // p.expansion_factor),
                     "expansion_factor": p.expansion_factor, "lookahead": p.lookahead,
