@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ponder.actors import factory
-from ponder.cluster.engine import run_inprocess
+from ponder.engine.engine import run_inprocess
 from ponder.config import ConfigError, load_config, resolve_package_path
 from ponder.search import GenerateRequest, ScoreRequest, Tree, get_strategy, iter_strategies
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem
