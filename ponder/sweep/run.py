@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ponder.engine.progress import format_flops
-from ponder.engine.results import RESULTS_FILE, SUMMARY_FILE
+from ponder.engine.rundir import RunDir
 from ponder.sweep.fingerprint import fingerprint
 from ponder.sweep.spec import Cell, SweepSpec, expand_grid, load_sweep
 from ponder.config import Config
@@ -58,11 +58,11 @@ def cell_dir(out_dir: str | Path, cell: Cell) -> Path:
 
 def cell_is_done(path: Path, expected_fingerprint: str, num_problems: int) -> bool:
     """Whether the cell directory ``path`` holds a finished run of this fingerprint over all problems."""
+    run_dir = RunDir(path)
     try:
         meta = json.loads((path / CELL_FILE).read_text())
-        summary = json.loads((path / SUMMARY_FILE).read_text())
-        with open(path / RESULTS_FILE) as f:
-            num_lines = sum(1 for line in f if line.strip())
+        summary = run_dir.read_summary() or {}
+        num_lines = len(run_dir.read_results())
     except (OSError, ValueError):
         return False
     return (meta.get("fingerprint") == expected_fingerprint
