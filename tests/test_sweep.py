@@ -456,7 +456,7 @@ def test_default_runner_reuses_one_engine_while_the_models_stay_the_same(tmp_pat
             built.append(args[0].generator.kwargs)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "Engine", CountingEngine)
+    monkeypatch.setattr(sweep, "Engine", CountingEngine)  # ponder.sweep.run's own name for it
     base = {**BASE, "generator": {"backend": "scripted", "kwargs": {"instant_steps": 2}},
             "verifier": {"backend": "scripted", "kwargs": {"instant": True}}}
     spec = load_sweep(data={"base": base, "grid": {

@@ -30,6 +30,7 @@ from ponder.engine.jobs import JobRunner
 from ponder.engine.loop import deliver, dispatch
 from ponder.engine.results import make_summary
 from ponder.engine.rundir import RunDir
+from ponder.search.flops import ModelSpec
 from ponder.tasks import task_from_config
 from ponder.tasks.base import Problem
 
@@ -309,9 +310,7 @@ class EngineService:
             self.pools.shutdown()
 
 
-def _verifier_spec(pools: Any):
-    from ponder.search.flops import ModelSpec
-
+def _verifier_spec(pools: Any) -> ModelSpec:
     if pools.verifier is None:
         return ModelSpec(name="none", num_params=0, num_layers=0, d_model=0)
     return pools.verifier.model_spec()

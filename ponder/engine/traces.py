@@ -201,7 +201,7 @@ def export_traces(roots: Iterable[str | os.PathLike], out_dir: str | os.PathLike
 
 def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
     """``rows`` as a parquet file with the fixed ``ROW_SCHEMA`` (so all-null columns keep a type)."""
-    import pyarrow as pa
+    import pyarrow as pa  # pyarrow: a heavy import, only for writing parquet
     import pyarrow.parquet as pq
 
     schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in ROW_SCHEMA.items()])
@@ -224,7 +224,7 @@ def read_traces(path: str | os.PathLike) -> list[dict[str, Any]]:
             return list(iter_rows([path]))
         raise FileNotFoundError(f"no {EXPORT_PARQUET}, {EXPORT_JSONL} or {TREES_FILE} in {path}")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # pyarrow: a heavy import, only for reading parquet
 
         return pq.read_table(path).to_pylist()
     if path.name == TREES_FILE:

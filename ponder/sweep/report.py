@@ -31,6 +31,7 @@ from ponder.sweep.frontier import (PowerLawFit, TableRow, best_per_budget, cover
                                      fit_power_law, pareto_front, table_frame, table_row, write_table)
 from ponder.engine.progress import format_flops
 from ponder.engine.rundir import RunDir
+from ponder.sweep.plot import plot_accuracy_vs_flops, plot_coverage
 from ponder.sweep.spec import Cell
 from ponder.search.tree import NodeStatus
 
@@ -124,8 +125,6 @@ def write_report(out_dir: str | Path, finished: Sequence[tuple[Cell, Path]]) -> 
     Returns:
         The report, or None if no cell has finished (nothing is written then).
     """
-    from ponder.sweep.plot import plot_accuracy_vs_flops, plot_coverage
-
     if not finished:
         return None
     out_dir = Path(out_dir)

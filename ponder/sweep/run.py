@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ponder.engine.engine import Engine
 from ponder.engine.progress import format_flops
 from ponder.engine.rundir import RunDir
 from ponder.sweep.fingerprint import fingerprint
+from ponder.sweep.report import format_report, write_report
 from ponder.sweep.spec import Cell, SweepSpec, expand_grid, load_sweep
 from ponder.config import Config
 from ponder.tasks import job_problems, task_from_config
@@ -84,8 +86,6 @@ class EngineCellRunner:
 
     def __call__(self, config: Config, problems: Sequence[Problem], out_dir: Path,
                  progress: bool) -> dict[str, Any]:
-        from ponder.engine.engine import Engine
-
         key = json.dumps({name: config.to_dict()[name]
                           for name in ("generator", "verifier", "engine", "ray", "task")}, sort_keys=True)
         if self._engine is None or key != self._key:
@@ -133,8 +133,6 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, problems: Sequence[Proble
     Raises:
         Whatever a cell raised, unless ``keep_going``; KeyboardInterrupt always.
     """
-    from ponder.sweep.report import write_report
-
     log = log or _print_err
     cells = expand_grid(spec)
     task = task if task is not None else task_from_config(cells[0].config.task)
@@ -234,8 +232,6 @@ def run(args: argparse.Namespace) -> int:
         ConfigError / SweepError: a bad sweep file or override. OSError, ValueError:
             unreadable problems. Whatever a cell raised, unless ``--keep-going``.
     """
-    from ponder.sweep.report import format_report, write_report
-
     spec = load_sweep(args.config, args.overrides)
     spec.problems = args.problems or spec.problems
     spec.range = args.range_ or spec.range
