@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/x.py` puts benchmarks/, not 
     sys.path.insert(0, str(REPO))
 
 from ponder.engine.engine import Engine  # noqa: E402  (after the path fix above)
-from ponder.engine.results import read_results  # noqa: E402
+from ponder.engine.rundir import read_results  # noqa: E402
 from ponder.config import Config, load_config  # noqa: E402
 from ponder.tasks.base import Problem, Task  # noqa: E402
 

@@ -15,6 +15,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from ponder import __version__
+from ponder.commands import add_commands  # serve, submit, ..., train-verifier
+from ponder.commands import run as run_command
+from ponder.config import ConfigError, load_config
+from ponder.engine.progress import format_flops
+from ponder.engine.rundir import resume_inputs
+from ponder.engine.solve import default_out_dir, solve
+from ponder.sweep.run import add_arguments as add_sweep_arguments
+from ponder.sweep.run import run as run_sweep
+
 EXIT_USAGE = 2  # bad input: config, problems file, arguments
 EXIT_FAILED = 1  # the job itself failed (an actor died for good, a backend error)
 
@@ -70,7 +80,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     "The test puzzles 900-999 of 24.csv are never trained on.")
     train.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     if _command(argv) == "train":
-        from ponder.models.train import add_arguments
+        from ponder.models.train import add_arguments  # torch: ponder train only
 
         add_arguments(train)
     sweep = commands.add_parser(
@@ -80,11 +90,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     "table.csv, table.parquet, the accuracy-vs-FLOPs plot with the compute-optimal "
                     "frontier, and the coverage power-law fit.")
     sweep.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    from ponder.sweep.run import add_arguments as add_sweep_arguments
-
     add_sweep_arguments(sweep)
-    from ponder.commands import add_commands  # serve, submit, ..., train-verifier
-
     add_commands(commands, _command(argv))
     return parser
 
@@ -94,8 +100,6 @@ def _command(argv: list[str]) -> str | None:
 
 
 def _version() -> str:
-    from ponder import __version__
-
     return __version__
 
 
@@ -107,14 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "solve":
             return solve_command(args)
         if args.command == "sweep":
-            from ponder.sweep.run import run as run_sweep
-
             return run_sweep(args)
         if args.command != "train":
-            from ponder.commands import run as run_command
-
             return run_command(args)
-        from ponder.models.train import run
+        from ponder.models.train import run  # torch: ponder train only
 
         return run(args)
     except KeyboardInterrupt:
@@ -131,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(e: BaseException) -> bool:
-    from ponder.config import ConfigError
-
     return isinstance(e, (ConfigError, ValueError, OSError, KeyError, ImportError))
 
 
@@ -148,10 +146,6 @@ def _one_line(e: BaseException) -> str:
 
 def solve_command(args: argparse.Namespace) -> int:
     """``ponder solve``: load config and problems, run the job, print where the results are."""
-    from ponder.config import load_config
-    from ponder.engine.rundir import resume_inputs
-    from ponder.engine.solve import default_out_dir, solve
-
     config_path, problems = args.config, args.problems
     if isinstance(args.resume, str):  # --resume DIR: that run's config and problems by default
         args.out, config_path, problems = resume_inputs(args.resume, args.out, args.config,
@@ -173,8 +167,6 @@ def solve_command(args: argparse.Namespace) -> int:
 
 def format_summary(summary: dict, out_dir: Path) -> str:
     """Two lines for the terminal: accuracy, FLOPs and time; where the files are."""
-    from ponder.engine.progress import format_flops
-
     if summary["accuracy"] is None:
         solved = f"{summary['num_problems']} problems (not verifiable by the task)"
     else:

@@ -8,8 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
+
+import yaml
+
+from ponder.cluster.client import DEFAULT_STATE_DIR, PonderClient
+from ponder.config import load_config
+from ponder.engine.progress import format_flops
+from ponder.engine.traces import export_traces, read_traces
+from ponder.tasks import get_task, load_problems
 
 COMMANDS = ("serve", "submit", "status", "result", "cancel", "export-traces", "train-verifier")
 
@@ -20,8 +27,6 @@ def add_commands(commands: Any, command: str | None) -> None:
     ``train-verifier``'s options import torch, so they are added only when
     ``command`` (the one being run) is ``train-verifier``.
     """
-    from ponder.cluster.client import DEFAULT_STATE_DIR
-
     state = dict(metavar="DIR", default=str(DEFAULT_STATE_DIR),
                  help=f"the engine's state directory (default {DEFAULT_STATE_DIR})")
     serve = commands.add_parser("serve", help="run the persistent engine (a detached Ray actor)",
@@ -84,7 +89,7 @@ def add_commands(commands: Any, command: str | None) -> None:
                                 description="One turn of the data flywheel (puzzles 900-999 are "
                                             "never trained on).")
     if command == "train-verifier":
-        from ponder.models.flywheel import add_arguments
+        from ponder.models.flywheel import add_arguments  # torch: ponder train-verifier only
 
         add_arguments(train)
     for sub in (serve, submit, export, train, *(commands.choices[n] for n in ("status", "result", "cancel"))):
@@ -94,28 +99,22 @@ def add_commands(commands: Any, command: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand ``args.command``; returns the exit status."""
     if args.command == "serve":
-        from ponder.cluster.server import serve
-        from ponder.config import load_config
+        from ponder.cluster.server import serve  # Ray: ponder serve only (server.py imports it)
 
         config = load_config(args.config, args.overrides)
         return serve(config, args.state_dir, args.address, args.checkpoint_every_s, args.num_cpus)
     if args.command == "export-traces":
-        from ponder.engine.traces import export_traces
-
         info = export_traces(args.dirs, args.out or args.dirs[0])
         print(f"{info['rows']} rows from {info['problems']} trees: {info['jsonl']} {info['parquet']}")
         return 0
     if args.command == "train-verifier":
-        from ponder.engine.traces import read_traces
-        from ponder.models.flywheel import run as train_verifier  # imports torch
+        from ponder.models.flywheel import run as train_verifier  # torch: train-verifier only
 
         return train_verifier(args, read_traces(args.traces))
     return _client_command(args)
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    from ponder.cluster.client import PonderClient
-
     client = PonderClient(args.address, args.state_dir)
     if args.command == "submit":
         job_id = client.submit(_problems(client, args), args.budget, args.budget_per_problem,
@@ -138,15 +137,11 @@ def _client_command(args: argparse.Namespace) -> int:
 
 
 def _problems(client: Any, args: argparse.Namespace) -> list:
-    from ponder.tasks import get_task, load_problems
-
     task = get_task(client.ping()["task"])
     return load_problems(args.file, task, args.range_)
 
 
 def _params(items: list[str]) -> dict[str, Any]:
-    import yaml
-
     params = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -158,8 +153,6 @@ def _params(items: list[str]) -> dict[str, Any]:
 
 def format_status(out: dict[str, Any]) -> str:
     """A job status, a job result or the list of jobs, as lines for a terminal."""
-    from ponder.engine.progress import format_flops
-
     if "jobs" in out:
         lines = [f"{j['job_id']}  {j['state']:<9}  {j['num_finished'] or 0}/{j['num_problems']} finished  "
                  f"{format_flops(j['flops_spent'] or 0)} FLOPs" for j in out["jobs"]]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -150,8 +151,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         ConfigError: unreadable file, bad YAML, unknown key, wrong type or bad value.
     """
     raw = dict(data) if data is not None else _read_yaml(path) if path is not None else {}
+    strategy_before = _strategy_of(raw)
     for item in overrides:
         apply_override(raw, item)
+    _drop_left_behind_params(raw, strategy_before, overrides)
     config = _build(Config, raw, "")
     validate(config)
     return config
@@ -217,6 +220,41 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             node[part] = child
         node = child
     node[parts[-1]] = value
+
+
+def _strategy_of(raw: dict[str, Any]) -> Any:
+    search = raw.get("search")
+    return search.get("strategy", SearchConfig.strategy) if isinstance(search, dict) else SearchConfig.strategy
+
+
+def _drop_left_behind_params(raw: dict[str, Any], strategy_before: Any, overrides: Sequence[str]) -> None:
+    """After ``--set search.strategy=NEW``, drop the YAML's params of the old strategy that NEW lacks.
+
+    A parameter given with ``--set search.params.*`` stays, so validation still rejects
+    one that NEW does not know. One line on stderr names what was dropped.
+    """
+    search = raw.get("search")
+    strategy = _strategy_of(raw)
+    if strategy == strategy_before or not isinstance(search, dict) or not isinstance(search.get("params"), dict):
+        return
+    from ponder.search import get_strategy  # imports every strategy module first
+
+    try:
+        known = {f.name for f in dataclasses.fields(get_strategy(strategy).Params)}
+    except (ValueError, TypeError):
+        return  # an unknown strategy: validation names it
+    given: set[str] = set()  # params set on the command line
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key == "search.params" or key == "search":
+            given |= set(search["params"])
+        elif key.startswith("search.params."):
+            given.add(key.split(".")[2])
+    dropped = sorted(k for k in search["params"] if k not in known and k not in given)
+    if dropped:
+        search["params"] = {k: v for k, v in search["params"].items() if k not in dropped}
+        print(f"ponder: search.strategy={strategy}: dropped parameter(s) {', '.join(dropped)} "
+              f"of strategy {strategy_before}", file=sys.stderr)
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:

@@ -100,24 +100,16 @@ def test_a_temp_dir_too_long_for_ray_sockets_is_refused_before_starting():
 # -- on Ray -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def runtime():
-    rt = connect(num_cpus=2, log_to_driver=False)
-    yield rt
-    rt.shutdown()
-    assert not os.path.exists(rt.temp_dir)
-
-
-@pytest.fixture(scope="module")
-def pools(runtime):
+def pools(ray_runtime):
     built = build_pools(GEN, VER, max_in_flight_batches=2)
     yield built
     built.shutdown()
 
 
 @pytest.mark.ray
-def test_local_runtime_uses_a_short_private_temp_dir(runtime):
-    assert runtime.is_local and runtime.owns_temp_dir
-    assert runtime.temp_dir.startswith("/tmp/ponder-ray-") and len(runtime.temp_dir) < 60
+def test_local_runtime_uses_a_short_private_temp_dir(ray_runtime):
+    assert ray_runtime.is_local and ray_runtime.owns_temp_dir
+    assert ray_runtime.temp_dir.startswith("/tmp/ponder-ray-") and len(ray_runtime.temp_dir) < 60
     with pytest.raises(RuntimeError, match="already initialized"):
         connect(num_cpus=1)
 
@@ -162,7 +154,7 @@ def test_a_request_that_makes_the_backend_raise_fails_alone(pools):
 
 
 @pytest.mark.ray
-def test_a_backend_that_cannot_start_is_reported_and_cleaned_up(runtime):
+def test_a_backend_that_cannot_start_is_reported_and_cleaned_up(ray_runtime):
     before = ray.available_resources().get("CPU", 0)
     bad = dict(backend="scripted", num_cpus=0.25, kwargs={"no_such_argument": 1})
     with pytest.raises(RuntimeError, match="generator replica .scripted. failed to start.*no_such_argument"):
@@ -174,6 +166,6 @@ def test_a_backend_that_cannot_start_is_reported_and_cleaned_up(runtime):
 
 
 @pytest.mark.ray
-def test_unplaceable_replicas_time_out_with_the_request_and_cluster_named(runtime):
+def test_unplaceable_replicas_time_out_with_the_request_and_cluster_named(ray_runtime):
     with pytest.raises(TimeoutError, match=r"verifier: could not place 1 replica\(s\) of \{'CPU': 64"):
         build_pool(dict(backend="scripted", num_cpus=64), "verifier", timeout_s=1)

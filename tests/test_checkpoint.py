@@ -9,8 +9,8 @@ import pytest
 
 from ponder.engine import checkpoint as ck
 from ponder.engine.checkpoint import (Cadence, JobState, PonderCheckpointError, RequestIds,
-                                       TrackedStrategy, load_job, read_checkpoint, read_records,
-                                       save_job, write_checkpoint)
+                                       TrackedStrategy, load_job, read_checkpoint, save_job,
+                                       write_checkpoint)
 from ponder.search.budget import BudgetManager
 from ponder.search.messages import GenerateRequest
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedTask
@@ -91,16 +91,6 @@ def test_valid_header_with_garbage_payload_is_a_checkpoint_error(tmp_path):
 
 
 # -- records and cadence ------------------------------------------------------------------
-
-def test_read_records_skips_a_torn_last_line_only(tmp_path):
-    path = tmp_path / "results.jsonl"
-    path.write_text('{"id": "a", "flops": 1}\n{"id": "b", "flops": 2}\n{"id": "c", "fl')
-    assert list(read_records(path)) == ["a", "b"]
-    path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
-    with pytest.raises(ValueError, match="results.jsonl:2: not a JSON line"):
-        read_records(path)
-    assert read_records(tmp_path / "missing.jsonl") == {}
-
 
 def test_cadence_fires_on_time_or_on_updates():
     now = [0.0]

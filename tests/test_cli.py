@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ponder.cli import EXIT_USAGE, main
-from ponder.engine.results import read_results
+from ponder.engine.rundir import read_results
 from ponder.search import iter_strategies
 from ponder.tasks import game24
 

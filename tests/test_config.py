@@ -180,3 +180,51 @@ def test_variant_config_inherits_its_base(tmp_path):
 def test_to_dict_round_trips():
     config = load_config(overrides=["search.strategy=dvts", "budget.flops_total=1e13"])
     assert load_config(data=config.to_dict()) == config
+
+
+# -- switching strategy from the command line ----------------------------------------------
+
+GAME24 = REPO / "configs" / "game24.yaml"  # beam, with beam_width and expansion_factor
+
+
+def test_a_strategy_switch_drops_the_old_strategys_params_with_a_notice(capsys):
+    config = load_config(GAME24, ["search.strategy=best_of_n"])
+    assert config.search.strategy == "best_of_n"
+    assert "beam_width" not in config.search.params and "expansion_factor" not in config.search.params
+    assert config.search.params["max_step_tokens"] == 48  # shared ones stay
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "beam_width, expansion_factor" in err and "beam" in err
+
+
+def test_a_param_given_with_the_switch_is_still_checked():
+    with pytest.raises(ConfigError, match=r"search.params: unknown search parameter\(s\) \['beam_width'\]"):
+        load_config(GAME24, ["search.strategy=best_of_n", "search.params.beam_width=3"])
+    config = load_config(GAME24, ["search.strategy=best_of_n", "search.params.n=3"])
+    assert config.search.params["n"] == 3
+
+
+def test_no_switch_no_drop(tmp_path, capsys):
+    path = write(tmp_path, "search:\n  strategy: best_of_n\n  params: {beam_width: 4}\n")
+    with pytest.raises(ConfigError, match="beam_width"):
+        load_config(path)  # the YAML's own mistake is not a left-behind parameter
+    with pytest.raises(ConfigError, match="beam_width"):
+        load_config(path, ["search.strategy=best_of_n"])
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("strategy", sorted(iter_strategies()))
+def test_every_strategy_runs_from_game24_yaml_by_its_name_alone(tmp_path, strategy):
+    from conftest import scripted_job
+
+    from ponder.engine.engine import run_inprocess
+    from ponder.engine.rundir import read_results
+    from ponder.search import get_strategy
+
+    config = load_config(GAME24, [f"search.strategy={strategy}"])
+    assert config.search.strategy == strategy
+    get_strategy(strategy).Params.from_dict(config.search.params)
+    config.output.progress = "off"
+    task, problems, gen, ver = scripted_job(num_problems=2)
+    summary = run_inprocess(config, problems, tmp_path, gen, ver, task=task)
+    assert summary["num_problems"] == 2 and summary["strategy"] == strategy
+    assert {line["id"] for line in read_results(tmp_path)} == {p.problem_id for p in problems}

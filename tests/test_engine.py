@@ -19,62 +19,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_PARAMS, inprocess_config, scripted_job
 
 from ponder.engine.engine import problem_seed, run_inprocess, token_bound
-from ponder.engine.results import ProblemRecord, TokenCounts, read_results
+from ponder.engine.results import ProblemRecord, TokenCounts
+from ponder.engine.rundir import read_results
 from ponder.config import load_config
 from ponder.search import iter_strategies
-from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedVerifier
+from ponder.search.scripted import ScriptedProblem, ScriptedVerifier
 from ponder.search.tree import Node
-from ponder.tasks.base import Problem, Task
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class ScriptedQATask(Task):
-    """A task over scripted problems: the prompt names the question, the answer is checked exactly."""
-
-    name = "scripted_qa"
-    max_steps = 8
-
-    def prompt(self, problem: Problem) -> str:
-        return f"Q{problem.problem_id}: {problem.problem}\n"
-
-    def is_terminal(self, step: str) -> bool:
-        return step.startswith("Answer:")
-
-    def extract_answer(self, steps: list[str]) -> str | None:
-        return steps[-1][len("Answer:"):].strip() if steps and self.is_terminal(steps[-1]) else None
-
-    def verify(self, problem: Problem, answer: str | None) -> bool | None:
-        return answer == problem.reference
-
-
-def scripted_job(num_problems: int = 6, p_correct: float = 0.7):
-    """Problems, the task, and scripted backends that know those problems."""
-    task = ScriptedQATask()
-    problems = [Problem(str(i), f"question {i}", reference=str(40 + i)) for i in range(num_problems)]
-    scripted = [ScriptedProblem(prompt=task.prompt(p), answer=p.reference, p_correct=p_correct)
-                for p in problems]
-    return task, problems, ScriptedGenerator(scripted, seed=1), ScriptedVerifier(scripted, seed=1)
-
-
-def inprocess_config(strategy: str = "beam", params: dict | None = None, **budget):
-    data = {"search": {"strategy": strategy, "params": params or {}, "seed": 3},
-            "budget": budget, "ray": {"mode": "inprocess"},
-            "engine": {"max_batch_requests": 4, "max_in_flight_batches": 1},
-            "generator": {"backend": "scripted"}, "verifier": {"backend": "scripted"}}
-    return load_config(data=data)
-
-
-SMALL_PARAMS = {  # strategy -> params small enough for a fast test
-    "beam": {"beam_width": 2, "expansion_factor": 2},
-    "best_of_n": {"n": 4},
-    "dvts": {"num_samples": 4, "beam_width": 2},
-    "mcts": {"num_simulations": 8, "num_parallel": 2},
-    "rebase": {"width": 4},
-    "compute_optimal": {"num_probe_samples": 4, "fixed_num_samples": 4, "max_num_samples": 8},
-}
 
 
 @pytest.mark.parametrize("strategy", sorted(iter_strategies()))
@@ -243,15 +198,6 @@ def test_duplicate_problem_ids_are_rejected(tmp_path):
 
 
 # -- on a real local Ray (one per module) ------------------------------------------------
-
-@pytest.fixture(scope="module")
-def ray_runtime():
-    from ponder.cluster.runtime import connect
-
-    runtime = connect(num_cpus=2, log_to_driver=False)
-    yield runtime
-    runtime.shutdown()
-
 
 def ray_config(scripted: list, strategy: str = "beam", **budget):
     """Scripted backends in actors: two generator replicas, one verifier, half a CPU each."""

@@ -17,18 +17,20 @@ import ray
 
 from ponder.actors import NoReplicasError, ReplicaPool, collect
 from ponder.cluster.pools import build_pool
-from ponder.cluster.runtime import connect
 from ponder.search.messages import GenerateRequest, ScoreRequest
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedVerifier
 
 pytestmark = pytest.mark.ray
 
 PROBLEMS = tuple(ScriptedProblem(prompt=f"puzzle {i}\n", answer=str(i)) for i in range(3))
-TESTS_DIR = str(Path(__file__).resolve().parent)
 
 
 class _Slow:
     """Sleeps ``delay_s`` per call after touching ``<marker_dir>/<pid>-<call>``."""
+
+    def __init__(self, delay_s: float, marker_dir: str, **kwargs):
+        super().__init__(**kwargs)
+        self.delay_s, self.marker_dir = delay_s, marker_dir
 
     def _started(self) -> None:
         self._num_started = getattr(self, "_num_started", 0) + 1
@@ -39,10 +41,6 @@ class _Slow:
 class SlowScriptedGenerator(_Slow, ScriptedGenerator):
     """A ScriptedGenerator that takes ``delay_s`` seconds per call (test only)."""
 
-    def __init__(self, delay_s: float, marker_dir: str, **kwargs):
-        super().__init__(**kwargs)
-        self.delay_s, self.marker_dir = delay_s, marker_dir
-
     def generate(self, requests):
         self._started()
         return super().generate(requests)
@@ -51,21 +49,9 @@ class SlowScriptedGenerator(_Slow, ScriptedGenerator):
 class SlowScriptedVerifier(_Slow, ScriptedVerifier):
     """A ScriptedVerifier that takes ``delay_s`` seconds per call (test only)."""
 
-    def __init__(self, delay_s: float, marker_dir: str, **kwargs):
-        super().__init__(**kwargs)
-        self.delay_s, self.marker_dir = delay_s, marker_dir
-
     def score(self, requests):
         self._started()
         return super().score(requests)
-
-
-@pytest.fixture(scope="module")
-def runtime():
-    path = os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)
-    rt = connect(num_cpus=2, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield rt
-    rt.shutdown()
 
 
 def slow_cfg(role: str, marker_dir: Path, num_replicas: int = 2, delay_s: float = 0.6) -> dict:
@@ -109,7 +95,7 @@ def wait_healthy(pool: ReplicaPool, timeout_s: float = 60) -> None:
         collect([pool], timeout=0.5)  # handles the liveness probes
 
 
-def test_generator_killed_mid_call_restarts_and_loses_nothing(runtime, tmp_path):
+def test_generator_killed_mid_call_restarts_and_loses_nothing(ray_runtime, tmp_path):
     pool, placement = build_pool(slow_cfg("generator", tmp_path), "generator", max_in_flight_batches=1)
     try:
         victim = pool.replica_info()[0]
@@ -132,7 +118,7 @@ def test_generator_killed_mid_call_restarts_and_loses_nothing(runtime, tmp_path)
         placement.remove()
 
 
-def test_verifier_process_crash_mid_call_loses_nothing(runtime, tmp_path):
+def test_verifier_process_crash_mid_call_loses_nothing(ray_runtime, tmp_path):
     pool, placement = build_pool(slow_cfg("verifier", tmp_path), "verifier", max_in_flight_batches=2)
     try:
         victim = pool.replica_info()[1]
@@ -150,7 +136,7 @@ def test_verifier_process_crash_mid_call_loses_nothing(runtime, tmp_path):
         placement.remove()
 
 
-def test_a_replica_dead_for_good_is_rebuilt_by_the_factory(runtime, tmp_path):
+def test_a_replica_dead_for_good_is_rebuilt_by_the_factory(ray_runtime, tmp_path):
     pool, placement = build_pool(slow_cfg("generator", tmp_path, delay_s=0.3), "generator",
                                  max_in_flight_batches=1)
     try:
@@ -170,7 +156,7 @@ def test_a_replica_dead_for_good_is_rebuilt_by_the_factory(runtime, tmp_path):
         placement.remove()
 
 
-def test_a_pool_whose_replicas_all_died_for_good_says_so(runtime, tmp_path):
+def test_a_pool_whose_replicas_all_died_for_good_says_so(ray_runtime, tmp_path):
     pool, placement = build_pool(slow_cfg("generator", tmp_path, num_replicas=1, delay_s=0.3),
                                  "generator")
     bare = ReplicaPool(pool.actors, "generate", factory=None)  # nothing to rebuild with
@@ -184,7 +170,7 @@ def test_a_pool_whose_replicas_all_died_for_good_says_so(runtime, tmp_path):
         placement.remove()
 
 
-def test_a_batch_waiting_for_company_goes_when_its_wait_is_over(runtime, tmp_path):
+def test_a_batch_waiting_for_company_goes_when_its_wait_is_over(ray_runtime, tmp_path):
     pool, placement = build_pool(slow_cfg("verifier", tmp_path, num_replicas=1, delay_s=1.0),
                                  "verifier", max_in_flight_batches=2, max_batch_requests=8,
                                  batch_wait_s=0.2)

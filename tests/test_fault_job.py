@@ -12,30 +12,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from ray.cluster_utils import Cluster
+from conftest import FAST_HEALTH_CHECKS, TESTS_DIR, scripted_job
 
-from ponder.engine.results import read_results
-from ponder.cluster.runtime import connect
+from ponder.engine.rundir import read_results
 from ponder.engine.service import EngineService
 from ponder.config import load_config
 
-import test_engine
-
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TESTS_DIR = str(Path(__file__).resolve().parent)
 REPO = Path(TESTS_DIR).parent
-FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
-                      "health_check_initial_delay_ms": 1000}
 PER_PROBLEM, TOTAL = 6_000_000, 40_000_000
 # The SIGKILL test's 8 problems: an uninterrupted run spends ~42e6, so each can be answered,
 # and the job cap is still below 8 x PER_PROBLEM. (40e6 would leave some unanswered by design.)
@@ -43,23 +35,8 @@ SOLVE_TOTAL = 46_000_000
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    temp = tempfile.mkdtemp(prefix="ponder-fj-", dir="/tmp")
-    old_tmp = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp
-    sim = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=2, include_dashboard=False, _system_config=FAST_HEALTH_CHECKS))
-    path = os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)
-    runtime = connect(address=sim.address, log_to_driver=False,
-                      runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield sim
-    runtime.shutdown()
-    sim.shutdown()
-    if old_tmp is None:
-        os.environ.pop("RAY_TMPDIR", None)
-    else:
-        os.environ["RAY_TMPDIR"] = old_tmp
-    shutil.rmtree(temp, ignore_errors=True)
+def cluster(make_cluster):
+    return make_cluster(dict(num_cpus=2, include_dashboard=False, _system_config=FAST_HEALTH_CHECKS))
 
 
 def job_config(scripted, marker_dir, slow: str, placement: str = "PACK", delay_s: float = 0.05):
@@ -86,7 +63,7 @@ def run_service_job(tmp_path, slow: str, kill, placement: str = "PACK", delay_s:
     """Submit 6 problems to an EngineService on Ray pools; ``kill(pool_of_slow_role)`` mid-job."""
     from ponder.cluster.pools import build_ray_pools
 
-    task, problems, gen, _ = test_engine.scripted_job(num_problems=6)
+    task, problems, gen, _ = scripted_job(num_problems=6)
     markers = tmp_path / "markers"
     markers.mkdir()
     config = job_config(gen.problems, markers, slow, placement, delay_s)

@@ -8,54 +8,30 @@ where they land is decided by the placement config, which is what these tests ch
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 import ray
-from ray.cluster_utils import Cluster
+from conftest import FAST_HEALTH_CHECKS
 
 from ponder.actors import collect
 from ponder.cluster.pools import build_pool
-from ponder.cluster.runtime import connect
 from ponder.search.messages import GenerateRequest
 from ponder.search.scripted import ScriptedProblem
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TESTS_DIR = str(Path(__file__).resolve().parent)
 PROBLEMS = tuple(ScriptedProblem(prompt=f"node puzzle {i}\n") for i in range(2))
 ZONES = ("zone_a", "zone_b", "zone_c")  # one custom resource per node, head first
 GPUS = {"zone_a": 0, "zone_b": 2, "zone_c": 1}  # logical GPUs per node
-FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
-                      "health_check_initial_delay_ms": 1000}  # notice a lost node in seconds
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    # Cluster writes its address file under RAY_TMPDIR: keep it (and every socket) private.
-    temp = tempfile.mkdtemp(prefix="ponder-mn-", dir="/tmp")
-    old_tmp = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp
-    sim = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=1, resources={ZONES[0]: 1}, include_dashboard=False,
-        _system_config=FAST_HEALTH_CHECKS))
-    for zone in ZONES[1:]:
-        sim.add_node(num_cpus=1, num_gpus=GPUS[zone], resources={zone: 1})
-    path = os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)
-    rt = connect(address=sim.address, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield sim
-    rt.shutdown()
-    sim.shutdown()
-    if old_tmp is None:
-        os.environ.pop("RAY_TMPDIR", None)
-    else:
-        os.environ["RAY_TMPDIR"] = old_tmp
-    shutil.rmtree(temp, ignore_errors=True)
+def cluster(make_cluster):
+    return make_cluster(
+        dict(num_cpus=1, resources={ZONES[0]: 1}, include_dashboard=False,
+             _system_config=FAST_HEALTH_CHECKS),
+        tuple(dict(num_cpus=1, num_gpus=GPUS[zone], resources={zone: 1}) for zone in ZONES[1:]))
 
 
 def zone_of(node_id: str) -> str:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import inprocess_config, scripted_job
 
 from ponder.engine.checkpoint import (JobState, RequestIds, TrackedStrategy, add_stats, load_job,
                                        save_job)
+from ponder.engine.rundir import read_results
 from ponder.search.budget import BudgetManager
 from ponder.search.scheduler import Scheduler
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedTask, ScriptedVerifier
@@ -148,12 +150,10 @@ def test_two_crashes_in_a_row(tmp_path):
 # -- JobRunner: the run directory survives a crash ---------------------------------------
 
 def _engine_job(strategy="mcts", **budget):
-    import test_engine
-
     params = {"mcts": {"num_simulations": 8, "num_parallel": 2},
               "beam": {"beam_width": 2, "expansion_factor": 2}}[strategy]
-    task, problems, gen, ver = test_engine.scripted_job(num_problems=5)
-    config = test_engine.inprocess_config(strategy, params, **budget)
+    task, problems, gen, ver = scripted_job(num_problems=5)
+    config = inprocess_config(strategy, params, **budget)
     return config, task, problems, gen, ver
 
 
@@ -182,9 +182,25 @@ def _runner(config, task, problems, gen, ver, out_dir, **kwargs):
     return JobRunner(config, task, problems, (gen.model_spec(), ver.model_spec()), out_dir, **kwargs)
 
 
-def _lines(out_dir) -> dict:
-    from ponder.engine.results import read_results
+def _die(runner) -> None:
+    """The process died: its files are closed, but no final checkpoint and no summary."""
+    runner._results.close()
+    runner.traces.close()
 
+
+def _crash_and_resume(config, task, problems, gen, ver, out_dir, crash_after, resume_problems=None):
+    """Run until ``crash_after`` updates (a checkpoint after each), die, resume and finish."""
+    crashed = _runner(config, task, problems, gen, ver, out_dir, checkpoint_every_s=0,
+                      checkpoint_every_updates=1)
+    assert not _drive(crashed, gen, ver, max_updates=crash_after)
+    _die(crashed)
+    resumed = _runner(config, task, resume_problems or problems, gen, ver, out_dir, resume=True)
+    assert _drive(resumed, gen, ver)
+    resumed.close()
+    return resumed
+
+
+def _lines(out_dir) -> dict:
     rows = read_results(out_dir)
     assert len(rows) == len({r["id"] for r in rows}), "a problem was written twice"
     return {r["id"]: (r["answer"], r["trace"], r["flops"], r["tokens"], r["stop_reason"]) for r in rows}
@@ -201,7 +217,7 @@ def test_job_runner_resumes_its_run_directory(tmp_path, crash_after):
     crashed = _runner(config, task, problems, gen, ver, out, checkpoint_every_s=0,
                       checkpoint_every_updates=2)
     assert not _drive(crashed, gen, ver, max_updates=crash_after)
-    crashed._results.close()  # the process died: no final checkpoint, no summary
+    _die(crashed)
     resumed = _runner(config, task, problems, gen, ver, out, resume=True, checkpoint_every_s=0,
                       checkpoint_every_updates=2)
     assert resumed.num_finished <= len(problems)
@@ -218,7 +234,7 @@ def test_resume_without_a_checkpoint_keeps_finished_lines(tmp_path):
     config, task, problems, gen, ver = _engine_job("beam")
     first = _runner(config, task, problems[:2], gen, ver, tmp_path, checkpoint_every_s=0)
     assert _drive(first, gen, ver)
-    first._results.close()  # died before any checkpoint was written
+    _die(first)  # before any checkpoint was written
     assert not (tmp_path / "checkpoint.ponder").exists()
     spent = first.budget.job_spent
     resumed = _runner(config, task, problems, gen, ver, tmp_path, resume=True)
@@ -231,15 +247,7 @@ def test_resume_without_a_checkpoint_keeps_finished_lines(tmp_path):
 def test_resumed_job_with_caps_never_passes_them(tmp_path):
     config, task, problems, gen, ver = _engine_job("mcts", flops_per_problem=1_200_000,
                                                    flops_total=4_000_000)
-    crashed = _runner(config, task, problems, gen, ver, tmp_path, checkpoint_every_s=0,
-                      checkpoint_every_updates=1)
-    assert not _drive(crashed, gen, ver, max_updates=6)
-    crashed._results.close()
-    resumed = _runner(config, task, problems, gen, ver, tmp_path, resume=True)
-    assert _drive(resumed, gen, ver)
-    resumed.close()
-    from ponder.engine.results import read_results
-
+    resumed = _crash_and_resume(config, task, problems, gen, ver, tmp_path, crash_after=6)
     rows = read_results(tmp_path)
     assert {r["id"] for r in rows} == {p.problem_id for p in problems}
     assert all(r["flops"] <= 1_200_000 for r in rows)
@@ -248,13 +256,8 @@ def test_resumed_job_with_caps_never_passes_them(tmp_path):
 
 def test_resume_with_more_problems_searches_the_new_ones(tmp_path):
     config, task, problems, gen, ver = _engine_job("beam")
-    first = _runner(config, task, problems[:3], gen, ver, tmp_path, checkpoint_every_s=0,
-                    checkpoint_every_updates=1)
-    assert not _drive(first, gen, ver, max_updates=4)
-    first._results.close()
-    resumed = _runner(config, task, problems, gen, ver, tmp_path, resume=True)
-    assert _drive(resumed, gen, ver)
-    resumed.close()
+    _crash_and_resume(config, task, problems[:3], gen, ver, tmp_path, crash_after=4,
+                      resume_problems=problems)
     assert set(_lines(tmp_path)) == {p.problem_id for p in problems}
 
 
@@ -265,7 +268,7 @@ def test_resume_refuses_another_strategy_or_fewer_problems(tmp_path):
     first = _runner(config, task, problems, gen, ver, tmp_path, checkpoint_every_s=0,
                     checkpoint_every_updates=1)
     _drive(first, gen, ver, max_updates=2)
-    first._results.close()
+    _die(first)
     other = load_config(data={**config.to_dict(), "search": {"strategy": "mcts"}})
     with pytest.raises(ValueError, match="written by strategy 'beam', not 'mcts'"):
         _runner(other, task, problems, gen, ver, tmp_path, resume=True)
@@ -274,14 +277,14 @@ def test_resume_refuses_another_strategy_or_fewer_problems(tmp_path):
 
 
 def test_a_run_directory_remembers_its_problems(tmp_path):
-    from ponder.engine.jobs import read_job_problems
+    from ponder.engine.rundir import RunDir
 
     config, task, problems, gen, ver = _engine_job("beam")
     runner = _runner(config, task, problems, gen, ver, tmp_path)
     runner.close()
-    assert read_job_problems(tmp_path) == problems
+    assert RunDir(tmp_path).read_problems() == problems
     with pytest.raises(FileNotFoundError, match="holds no job to resume"):
-        read_job_problems(tmp_path / "elsewhere")
+        RunDir(tmp_path / "elsewhere").read_problems()
 
 
 def test_sigkill_ponder_solve_then_resume_with_only_the_directory(tmp_path):
@@ -291,8 +294,6 @@ def test_sigkill_ponder_solve_then_resume_with_only_the_directory(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
-
-    from ponder.engine.results import read_results
 
     tests_dir = str(Path(__file__).resolve().parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(

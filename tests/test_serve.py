@@ -7,16 +7,17 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import inprocess_config, scripted_job
 
 from ponder.engine.inprocess import InProcessPool, InProcessPools
 from ponder.engine.service import EngineService, JobNotFound
 
-import test_engine
+RAY_NAMESPACE = "ponder"  # the conftest ray_runtime joins it: where ponder serve's actor lives
 
 
 def service(tmp_path, num_problems=6, autostart=True, **kwargs):
-    task, problems, gen, ver = test_engine.scripted_job(num_problems=num_problems)
-    config = test_engine.inprocess_config("beam", {"beam_width": 2, "expansion_factor": 2})
+    task, problems, gen, ver = scripted_job(num_problems=num_problems)
+    config = inprocess_config("beam", {"beam_width": 2, "expansion_factor": 2})
     pools = InProcessPools(InProcessPool(gen, "generator"), InProcessPool(ver, "verifier"))
     return EngineService(config, tmp_path, pools, task=task, autostart=autostart, **kwargs), problems
 
@@ -114,7 +115,7 @@ def test_a_restarted_service_resumes_unfinished_jobs(tmp_path):
 
 
 def test_a_restarted_service_redoes_no_finished_problem_and_counts_no_flop_twice(tmp_path):
-    from ponder.engine.results import read_results
+    from ponder.engine.rundir import read_results
 
     svc, problems = service(tmp_path, autostart=False, checkpoint_every_s=0)
     job_id = svc.submit(problems, flops_per_problem=3_000_000, flops_total=15_000_000)
@@ -146,8 +147,8 @@ def test_a_job_keeps_its_search_and_caps_when_the_engine_restarts_with_another_c
     job_id = svc.submit(problems[:3])  # the config's defaults: beam, no caps
     svc._step()
     svc.pools.shutdown()  # the crash, before any checkpoint
-    task, _, gen, ver = test_engine.scripted_job(num_problems=6)
-    other = test_engine.inprocess_config("mcts", {"num_simulations": 8}, flops_per_problem=1_000)
+    task, _, gen, ver = scripted_job(num_problems=6)
+    other = inprocess_config("mcts", {"num_simulations": 8}, flops_per_problem=1_000)
     pools = InProcessPools(InProcessPool(gen, "generator"), InProcessPool(ver, "verifier"))
     again = EngineService(other, tmp_path, pools, task=task)
     try:
@@ -186,28 +187,13 @@ def test_a_broken_checkpoint_fails_its_job_alone_naming_the_file(tmp_path):
 
 # -- the detached Ray actor and its client ------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import os
-    from pathlib import Path
-
-    from ponder.cluster.runtime import connect
-
-    tests_dir = str(Path(__file__).resolve().parent)
-    path = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
-    runtime = connect(num_cpus=2, log_to_driver=False, namespace="ponder",
-                      runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield runtime
-    runtime.shutdown()
-
-
 def actor_config():
     from ponder.config import load_config
 
-    task, problems, gen, _ = test_engine.scripted_job(num_problems=4)
+    task, problems, gen, _ = scripted_job(num_problems=4)
     role = {"backend": "scripted", "num_cpus": 0.25, "kwargs": {"problems": gen.problems, "seed": 1}}
     config = load_config(data={
-        "task": {"name": "test_engine:ScriptedQATask"},
+        "task": {"name": "conftest:ScriptedQATask"},
         "search": {"strategy": "beam", "params": {"beam_width": 2, "expansion_factor": 2}},
         "generator": role, "verifier": role, "budget": {"flops_per_problem": 5_000_000},
         "output": {"progress": "off"}})
@@ -356,8 +342,8 @@ class ScriptedVoteOnly:
 
 def test_a_job_that_cannot_run_fails_alone(tmp_path):
     ScriptedVoteOnly.register()
-    task, problems, gen, _ = test_engine.scripted_job(num_problems=3)
-    config = test_engine.inprocess_config("scripted_vote_only", {})
+    task, problems, gen, _ = scripted_job(num_problems=3)
+    config = inprocess_config("scripted_vote_only", {})
     pools = InProcessPools(InProcessPool(gen, "generator"), None)  # no verifier
     svc = EngineService(config, tmp_path, pools, task=task)
     try:

@@ -1,7 +1,7 @@
 """``ponder sweep``: grid expansion, resume, the table and plots, the CLI, and one scripted end-to-end sweep.
 
 Most tests run the sweep with ``ScriptedCellRunner``, a fake engine that writes a run
-directory through the real ``ResultWriter`` and counts its calls, so they need no Ray
+directory through the real ``RunDir`` and counts its calls, so they need no Ray
 and no model. The last test runs real strategies through the real engine loop
 in-process on the scripted fake backends (``ponder.search.scripted``).
 """
@@ -16,18 +16,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import ScriptedQATask, scripted_problems
 
 from ponder.sweep import run as sweep
 from ponder.engine.engine import run_inprocess
 from ponder.sweep.frontier import TABLE_COLUMNS
-from ponder.engine.results import ProblemRecord, ResultWriter, TokenCounts, make_summary, read_results
+from ponder.engine.results import ProblemRecord, TokenCounts, make_summary
+from ponder.engine.rundir import TREES_FILE, RunDir, read_results
 from ponder.sweep.run import cell_dir, run_sweep
 from ponder.sweep.report import cell_sample_correctness, sample_correctness, tree_sample_correctness
-from ponder.engine.traces import TREES_FILE, read_tree_records
 from ponder.sweep.spec import DEFAULT_STRATEGIES, SweepError, expand_grid, load_sweep
 from ponder.config import ConfigError
-from ponder.search.scripted import ScriptedGenerator, ScriptedProblem, ScriptedVerifier
-from ponder.tasks.base import Problem, Task
+from ponder.search.scripted import ScriptedGenerator, ScriptedVerifier
+from ponder.tasks.base import Problem
 
 BASE = {"generator": {"backend": "scripted"}, "verifier": {"backend": "scripted"},
         "ray": {"mode": "inprocess"}, "search": {"strategy": "best_of_n", "params": {"n": 8}}}
@@ -63,11 +64,12 @@ class ScriptedCellRunner:
         if out_dir.name == self.fail_at:
             raise RuntimeError("replica died")
         spend = int(0.75 * config.budget.flops_per_problem)
-        with ResultWriter(out_dir) as writer:
-            writer.write_config(config.to_dict())
+        run_dir = RunDir(out_dir)
+        run_dir.write_config(config.to_dict())
+        with run_dir.open_results() as writer:
             for i, problem in enumerate(problems):
                 if out_dir.name == self.interrupt_at and i == len(problems) // 2:
-                    writer.write_summary(self.summary(writer, config, spend, len(problems)))
+                    run_dir.write_summary(self.summary(writer, config, spend, len(problems)))
                     raise KeyboardInterrupt
                 correct = self.solved(config, i)
                 writer.write(ProblemRecord(
@@ -76,7 +78,7 @@ class ScriptedCellRunner:
                     flops_by_model={"generator": spend}, stop_reason="done",
                     tokens={"generator": TokenCounts(10, 2, 5)}, num_nodes=3))
             summary = self.summary(writer, config, spend, len(problems))
-            writer.write_summary(summary)
+        run_dir.write_summary(summary)
         if self.with_candidates:
             self.add_candidates(out_dir)
         return summary
@@ -384,30 +386,9 @@ def test_cli_dry_run_and_analyze_only(tmp_path, capsys):
 
 # -- end to end on the scripted backend -----------------------------------------------------
 
-class ScriptedQATask(Task):
-    """Scripted problems as a task: the prompt names the question, answers are checked exactly."""
-
-    name = "scripted_qa"
-    max_steps = 8
-
-    def prompt(self, problem: Problem) -> str:
-        return f"Q{problem.problem_id}: {problem.problem}\n"
-
-    def is_terminal(self, step: str) -> bool:
-        return step.startswith("Answer:")
-
-    def extract_answer(self, steps: list[str]) -> str | None:
-        return steps[-1][len("Answer:"):].strip() if steps and self.is_terminal(steps[-1]) else None
-
-    def verify(self, problem: Problem, answer: str | None) -> bool | None:
-        return answer == problem.reference
-
-
 def test_end_to_end_sweep_on_the_scripted_backend(tmp_path):
     task = ScriptedQATask()
-    problems = [Problem(str(i), f"question {i}", reference=str(40 + i)) for i in range(8)]
-    scripted = [ScriptedProblem(prompt=task.prompt(p), answer=p.reference, p_correct=(0.9, 0.5, 0.35, 0.2)[i % 4])
-                for i, p in enumerate(problems)]
+    problems, scripted = scripted_problems(task, 8, p_correct=(0.9, 0.5, 0.35, 0.2))
     generator, verifier = ScriptedGenerator(scripted, seed=1), ScriptedVerifier(scripted, seed=1)
     spec = load_sweep(data={
         "base": {**BASE, "engine": {"max_batch_requests": 16}},
@@ -439,7 +420,7 @@ def test_end_to_end_sweep_on_the_scripted_backend(tmp_path):
     assert coverage.source == "coverage" and coverage.k[0] == 1
     assert all(x <= y for x, y in zip(coverage.coverage, coverage.coverage[1:]))
     largest = cell_dir(tmp_path, next(c for c in expand_grid(spec) if c.name == best_of_n[2].cell))
-    trees = {r["problem_id"]: tree_sample_correctness(r) for r in read_tree_records(largest / TREES_FILE)}
+    trees = {r["problem_id"]: tree_sample_correctness(r) for r in RunDir(largest).read_trees()}
     assert coverage.k[-1] == min(len(samples) for samples in trees.values()) > 1
     for line in read_results(largest):  # a right pick is one of the samples: some sample is right
         assert any(trees[line["id"]]) or not line["correct"]
@@ -475,7 +456,7 @@ def test_default_runner_reuses_one_engine_while_the_models_stay_the_same(tmp_pat
             built.append(args[0].generator.kwargs)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "Engine", CountingEngine)
+    monkeypatch.setattr(sweep, "Engine", CountingEngine)  # ponder.sweep.run's own name for it
     base = {**BASE, "generator": {"backend": "scripted", "kwargs": {"instant_steps": 2}},
             "verifier": {"backend": "scripted", "kwargs": {"instant": True}}}
     spec = load_sweep(data={"base": base, "grid": {

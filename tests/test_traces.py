@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import inprocess_config, scripted_job
 
 from ponder.engine.traces import (ROW_SCHEMA, TraceRecorder, export_traces, node_labels,
                                    read_traces, record_rows, tree_record)
@@ -105,12 +106,10 @@ def test_export_writes_jsonl_and_parquet_that_pandas_loads(tmp_path):
                                               ("mcts", {"num_simulations": 8})])
 def test_a_solve_records_every_expanded_node_of_every_problem(tmp_path, strategy, params):
     from ponder.engine.engine import run_inprocess as run_job_inprocess
-    from ponder.engine.results import read_results
+    from ponder.engine.rundir import read_results
 
-    import test_engine
-
-    task, problems, gen, ver = test_engine.scripted_job(num_problems=4, p_correct=0.5)
-    config = test_engine.inprocess_config(strategy, params)
+    task, problems, gen, ver = scripted_job(num_problems=4, p_correct=0.5)
+    config = inprocess_config(strategy, params)
     run_job_inprocess(config, problems, tmp_path / "run", gen, ver, task=task)
     results = {r["id"]: r for r in read_results(tmp_path / "run")}
     info = export_traces([tmp_path / "run"], tmp_path / "out")

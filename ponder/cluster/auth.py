@@ -68,7 +68,7 @@ def _token_header(token: str | None) -> dict[str, str]:
     """The gRPC metadata that carries ``token``, or this process's own token if None ({} if none)."""
     if token is not None:
         return {"authorization": f"Bearer {token}"}
-    import ray
+    import ray  # Ray: lazy, the client (and so `ponder --help`) imports this module
     from ray._raylet import AuthenticationTokenLoader
 
     loader = AuthenticationTokenLoader.instance()
@@ -88,7 +88,7 @@ def probe(address: str, token: str | None = None, timeout_s: float = PROBE_TIMEO
     Returns:
         ``"ok"``, ``"refused"`` (missing or wrong token) or ``"unreachable"``.
     """
-    import grpc
+    import grpc  # grpc (comes with Ray): lazy, the client (and so `ponder --help`) imports this module
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
 
     metadata = () if token == "" else tuple(_token_header(token).items())
@@ -115,7 +115,7 @@ def gcs_address(address: str | None) -> str:
                          f"checks the cluster's token authentication through the GCS")
     if address and address != "auto":
         return address  # as given: Ray would turn 127.0.0.1 into this node's other address
-    from ray._private.services import canonicalize_bootstrap_address_or_die
+    from ray._private.services import canonicalize_bootstrap_address_or_die  # Ray: lazy, as above
 
     return canonicalize_bootstrap_address_or_die("auto")
 
@@ -126,7 +126,7 @@ def use_token(token: str | None = None) -> None:
     Call before ``ray.init``; Ray keeps its mode in a cached config that this refreshes.
     A process already connected keeps the mode it connected with.
     """
-    import ray
+    import ray  # Ray: lazy, the client (and so `ponder --help`) imports this module
 
     if ray.is_initialized():
         return

@@ -31,16 +31,16 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ponder.cluster.auth import (AUTH_MODE_ENV, TokenRefused, check_client, gcs_address,  # noqa: F401
-                                 is_loopback, require_token_auth, use_loopback, use_token)
+from ponder.cluster.auth import check_client, gcs_address, is_loopback, use_loopback, use_token
 from ponder.engine.service import ACTOR_NAME, NAMESPACE, SERVE_FILE
+from ponder.tasks.base import Problem
 
 DEFAULT_STATE_DIR = Path("~/.ponder/serve")
 
 
 def unwrap_actor_error(fn):
     """Run ``fn``; re-raise an actor's exception as itself rather than a RayTaskError."""
-    from ray.exceptions import RayTaskError
+    from ray.exceptions import RayTaskError  # Ray: lazy, `ponder --help` imports this module
 
     try:
         return fn()
@@ -84,7 +84,7 @@ class PonderClient:
 
     def __init__(self, address: str | None = None, state_dir: str | Path | None = None,
                  restart_wait_s: float = 300.0, token: str | None = None):
-        import ray
+        import ray  # Ray: lazy, `ponder --help` imports this module
 
         self.restart_wait_s = restart_wait_s
         if not ray.is_initialized():
@@ -97,7 +97,7 @@ class PonderClient:
                                f"{NAMESPACE!r}); start one with `ponder serve`") from None
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        import ray
+        import ray  # Ray: lazy, `ponder --help` imports this module
         from ray.exceptions import ActorUnavailableError
 
         deadline = time.monotonic() + self.restart_wait_s
@@ -176,8 +176,6 @@ def _flops(value: float | None) -> int | None:
 
 
 def _plain(problem: Any) -> list:
-    from ponder.tasks.base import Problem
-
     if isinstance(problem, Problem):
         return [problem.problem_id, problem.problem, problem.reference]
     return problem

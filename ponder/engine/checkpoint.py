@@ -23,7 +23,6 @@ What resuming means (``load_job``):
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import time
@@ -40,7 +39,6 @@ from ponder.search.strategies.base import Answer, JobContext, Strategy
 MAGIC = b"PONDERCK"
 VERSION = 1
 _HEADER = struct.Struct("<8sHHQI")  # magic, version, reserved, payload bytes, crc32 of payload
-CHECKPOINT_FILE = "checkpoint.ponder"
 
 
 class PonderCheckpointError(ValueError):
@@ -225,6 +223,24 @@ def save_job(path: str | os.PathLike, state: JobState, task: Any) -> int:
     return len(payload) + _HEADER.size
 
 
+def ledger_with_finished(state: dict[str, Any], finished: dict[str, dict[str, Any]]) -> BudgetManager:
+    """The FLOP ledger ``state`` (``BudgetManager.to_state()``) in which every finished problem
+    has spent what its results line says: how a resumed job gets its spending back.
+
+    A line is written only once its problem's ledger is final, so nothing is counted
+    twice. A problem the ledger does not know yet gets the cap its line records.
+    """
+    problems = {pid: dict(entry) for pid, entry in state["problems"].items()}  # problem_id -> entry
+    for pid, record in finished.items():
+        spent = dict(record.get("flops_by_model") or {})
+        if pid not in problems:
+            problems[pid] = {"cap": record.get("budget_flops", state["flops_per_problem"]),
+                             "spent_by_model": spent}
+        elif spent:
+            problems[pid]["spent_by_model"] = spent
+    return BudgetManager.from_state({**state, "problems": problems})
+
+
 def load_job(path: str | os.PathLike, task: Any, finished: dict[str, dict[str, Any]] | None = None,
              request_ids: RequestIds | None = None) -> JobState:
     """Restore a job from the checkpoint at ``path``, ready to go on (see the module docstring).
@@ -232,7 +248,7 @@ def load_job(path: str | os.PathLike, task: Any, finished: dict[str, dict[str, A
     Args:
         task: the job's task object, re-attached to every strategy.
         finished: problem_id -> results record of problems finished after the
-            checkpoint (e.g. from ``read_records``); they are not searched again.
+            checkpoint (``RunDir.read_finished``); they are not searched again.
         request_ids: the counter strategies will draw ids from; advanced past every
             id the checkpoint handed out. Default: a new one.
 
@@ -244,11 +260,7 @@ def load_job(path: str | os.PathLike, task: Any, finished: dict[str, dict[str, A
         state = dict(outer["budget"])
         done = {**outer["finished"], **(finished or {})}
         state["open_reservations"] = []  # their results never came back: nothing was spent
-        state["problems"] = {pid: dict(entry) for pid, entry in state["problems"].items()}
-        for pid, record in done.items():
-            if pid in state["problems"] and record.get("flops_by_model"):
-                state["problems"][pid]["spent_by_model"] = dict(record["flops_by_model"])
-        budget = BudgetManager.from_state(state)
+        budget = ledger_with_finished(state, done)
         request_ids = request_ids or RequestIds()
         request_ids.advance_to(outer["next_request_id"])
         graph = codec.decode(outer["graph"], {"task": task, "budget": budget,
@@ -267,28 +279,6 @@ def load_job(path: str | os.PathLike, task: Any, finished: dict[str, dict[str, A
     stats = {pid: s for pid, s in outer["stats"].items() if pid not in done}
     return JobState(list(outer["problem_ids"]), budget, request_ids, graph["context"], active,
                     done, stats, dict(outer["meta"]))
-
-
-def read_records(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """problem id -> record of a results.jsonl; a torn last line (a crash mid-write) is skipped.
-
-    Returns {} if the file does not exist.
-    """
-    records: dict[str, dict[str, Any]] = {}
-    try:
-        with open(path) as f:
-            lines = f.readlines()
-    except FileNotFoundError:
-        return records
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # the line being written when the process died
-            raise ValueError(f"{path}:{number}: not a JSON line") from None
-        records[str(record["id"])] = record
-    return records
 
 
 class Cadence:

@@ -32,7 +32,6 @@ from ponder.engine.loop import deliver, dispatch
 from ponder.engine.pools import Pools, model_specs
 from ponder.engine.progress import Progress
 from ponder.config import Config
-from ponder.search.messages import Result
 from ponder.tasks import task_from_config
 from ponder.tasks.base import Problem, Task
 

@@ -8,10 +8,12 @@ benchmark use them (``ray.mode: inprocess`` or ``ponder.engine.engine.run_inproc
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from ponder.actors.factory import build_backend, spec_from_config
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import Request, Result
 
@@ -101,10 +103,6 @@ def build_inprocess_pools(generator_config: Any, verifier_config: Any | None) ->
     Raises:
         ValueError: unknown backend. ImportError: its module or a dependency is missing.
     """
-    import sys
-
-    from ponder.actors.factory import build_backend, spec_from_config
-
     specs = {"generator": spec_from_config(generator_config)}
     if verifier_config is not None:
         specs["verifier"] = spec_from_config(verifier_config)

@@ -17,20 +17,15 @@ and the runner writes each finished problem to ``results.jsonl`` (then its tree 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
-
-from ponder.engine.checkpoint import (CHECKPOINT_FILE, Cadence, JobState, RequestIds,
-                                       TrackedStrategy, add_stats, load_job, read_records, save_job)
-from ponder.engine.loop import deliver, dispatch  # noqa: F401  (re-exported: the loop's halves)
-from ponder.engine.results import (CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, ProblemRecord,
-                                    RunTotals, TokenCounts, make_summary)
-from ponder.engine.rundir import read_job_problems, write_job_problems  # noqa: F401
+from ponder.engine.checkpoint import (Cadence, JobState, RequestIds, TrackedStrategy, add_stats,
+                                       ledger_with_finished)
+from ponder.engine.results import ProblemRecord, RunTotals, TokenCounts, make_summary
+from ponder.engine.rundir import RunDir
 from ponder.engine.traces import TraceRecorder
 from ponder.search.budget import BudgetManager
 from ponder.search.flops import ModelSpec, SlackTokenBound, StepCosts, default_token_bound
@@ -79,8 +74,8 @@ class JobRunner:
                  on_finish: Callable[[ProblemRecord], None] | None = None):
         self.config, self.task = config, task
         self.problems = _index(problems)  # problem_id -> Problem
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = RunDir(out_dir).create()
+        self.out_dir = self.run_dir.path
         self.request_ids = request_ids or RequestIds()
         self.cadence = Cadence(checkpoint_every_s, checkpoint_every_updates)
         self.on_finish = on_finish
@@ -109,12 +104,12 @@ class JobRunner:
         self.base_stats = dict(self.state.stats)  # problem_id -> counters from before a resume
         for strategy in self.state.strategies:
             self.scheduler.add(strategy)
-        self.totals = RunTotals()
-        self._results = self._open_results()
-        self.traces = TraceRecorder(self.out_dir, specs[0].name, specs[1].name, config.search.strategy)
-        with open(self.out_dir / CONFIG_FILE, "w") as f:
-            yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-        write_job_problems(self.out_dir, self.problems.values())
+        # results.jsonl starts over from the finished lines, in job order, then grows
+        self._results = self.run_dir.open_results(
+            self.state.finished[pid] for pid in self.problems if pid in self.state.finished)
+        self.traces = TraceRecorder(self.run_dir, specs[0].name, specs[1].name, config.search.strategy)
+        self.run_dir.write_config(config.to_dict())
+        self.run_dir.write_problems(self.problems.values())
 
     def _check_step(self, problem_id: str, steps) -> bool | None:
         """The task's exact verdict on the last of ``steps`` (``search.step_check``)."""
@@ -124,12 +119,18 @@ class JobRunner:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / CHECKPOINT_FILE
+        return self.run_dir.checkpoint_path
+
+    @property
+    def totals(self) -> RunTotals:
+        """Running totals over every finished problem's line, those from before a resume too."""
+        return self._results.totals
 
     def _fresh(self, finished: dict[str, dict] | None = None) -> JobState:
         finished = finished or {}
         budget_config = self.config.budget
-        budget = _budget_with(budget_config.flops_total, budget_config.flops_per_problem, finished)
+        empty = BudgetManager(budget_config.flops_total, budget_config.flops_per_problem)
+        budget = ledger_with_finished(empty.to_state(), finished)
         state = JobState(list(self.problems), budget, self.request_ids, JobContext(budget=budget, step_costs=self.step_costs),
                          finished=dict(finished), meta={"strategy": self.config.search.strategy})
         state.strategies = self._new_strategies(state)
@@ -150,11 +151,10 @@ class JobRunner:
         return out
 
     def _resume(self) -> JobState | None:
-        finished = {pid: r for pid, r in read_records(self.out_dir / RESULTS_FILE).items()
-                    if pid in self.problems}
+        finished = {pid: r for pid, r in self.run_dir.read_finished().items() if pid in self.problems}
         if not self.checkpoint_path.exists():
             return self._fresh(finished) if finished else None
-        state = load_job(self.checkpoint_path, self.task, finished, self.request_ids)
+        state = self.run_dir.load_checkpoint(self.task, finished, self.request_ids)
         saved = state.meta.get("strategy")
         if saved != self.config.search.strategy:
             raise ValueError(f"checkpoint {self.checkpoint_path} was written by strategy {saved!r}, "
@@ -166,19 +166,6 @@ class JobRunner:
         state.problem_ids = list(self.problems)
         state.strategies += self._new_strategies(state)  # problems added since the checkpoint
         return state
-
-    def _open_results(self):
-        """Rewrite results.jsonl from the finished records (in job order), then append to it."""
-        path = self.out_dir / RESULTS_FILE
-        tmp = path.with_name(f".{RESULTS_FILE}.tmp")
-        with open(tmp, "w") as f:
-            for pid in self.problems:
-                record = self.state.finished.get(pid)
-                if record is not None:
-                    f.write(json.dumps(record) + "\n")
-                    self.totals.add(_as_record(record))
-        os.replace(tmp, path)
-        return open(path, "a")
 
     # -- stepping -----------------------------------------------------------------------
 
@@ -239,11 +226,7 @@ class JobRunner:
         for answer in self.scheduler.pop_finished():
             strategy = self.active.pop(answer.problem_id)
             record = self._record(answer)
-            line = record.to_dict()
-            self._results.write(json.dumps(line) + "\n")
-            self._results.flush()
-            self.state.finished[answer.problem_id] = line
-            self.totals.add(record)
+            self.state.finished[answer.problem_id] = self._results.write(record)
             problem = self.problems[answer.problem_id]
             self.traces.record(strategy.tree, problem.problem,
                                lambda a, p=problem: self.task.verify(p, a), record.answer,
@@ -298,7 +281,7 @@ class JobRunner:
         state.stats = {pid: add_stats(self.base_stats.get(pid), self.scheduler.stats(pid).to_dict())
                        for pid in self.active}
         self.num_checkpoints += 1
-        return save_job(self.checkpoint_path, state, self.task)
+        return self.run_dir.save_checkpoint(state, self.task)
 
     def status(self, best: bool = True) -> dict[str, Any]:
         """Progress, FLOPs and (if ``best``) the best answer so far of every problem."""
@@ -322,29 +305,10 @@ class JobRunner:
         try:
             self.checkpoint()
             if summary is not None:
-                (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+                self.run_dir.write_summary(summary)
         finally:
             self._results.close()
             self.traces.close()
-
-
-def _budget_with(flops_total: int | None, flops_per_problem: int | None,
-                 finished: dict[str, dict]) -> BudgetManager:
-    """A ledger in which ``finished`` problems have already spent what their records say."""
-    budget = BudgetManager(flops_total, flops_per_problem)
-    if not finished:
-        return budget
-    state = budget.to_state()
-    for pid, record in finished.items():
-        cap = record.get("budget_flops", budget.flops_per_problem)
-        state["problems"][pid] = {"cap": cap, "spent_by_model": dict(record.get("flops_by_model") or {})}
-    return BudgetManager.from_state(state)
-
-
-def _as_record(record: dict[str, Any]) -> ProblemRecord:
-    values = dict(record)
-    values["tokens"] = {m: TokenCounts(**c) for m, c in (record.get("tokens") or {}).items()}
-    return ProblemRecord(**values)
 
 
 def search_account(extra: dict) -> dict:

@@ -12,6 +12,8 @@ import sys
 import time
 from typing import TextIO
 
+from tqdm import tqdm
+
 
 def format_flops(value: float) -> str:
     """``1.23e15`` style, short enough for a progress line."""
@@ -44,8 +46,6 @@ class Progress:
         self._last_line = self._start
         self._bar = None
         if mode == "bar":
-            from tqdm import tqdm
-
             self._bar = tqdm(total=total, file=self.stream, unit="problem", dynamic_ncols=True)
 
     def update(self, num_done: int = 0, num_solved: int = 0, num_verifiable: int = 0,

@@ -1,23 +1,12 @@
-"""What a run leaves on disk: ``results.jsonl`` (one line per problem, as it finishes),
-``summary.json`` (totals at the end) and ``config.yaml`` (what produced them).
-
-A line is written and flushed the moment its problem finishes, so a killed run still
-has every finished problem on disk.
+"""What a run reports: a ``results.jsonl`` line per problem (``ProblemRecord``), running
+totals over them, and ``summary.json``'s content. ``ponder.engine.rundir`` writes and reads
+the files.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
-
-import yaml
-
-RESULTS_FILE = "results.jsonl"
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.yaml"
 
 
 @dataclass(slots=True)
@@ -68,6 +57,13 @@ class ProblemRecord:
         line["tokens"] = {model: counts.to_dict() for model, counts in self.tokens.items()}
         return line
 
+    @classmethod
+    def from_dict(cls, line: dict[str, Any]) -> "ProblemRecord":
+        """A ``results.jsonl`` line read back (``to_dict``'s inverse)."""
+        values = dict(line)
+        values["tokens"] = {m: TokenCounts(**c) for m, c in (line.get("tokens") or {}).items()}
+        return cls(**values)
+
 
 _RECORD_FIELDS = tuple(f.name for f in fields(ProblemRecord))  # in declaration order, as asdict
 
@@ -97,48 +93,6 @@ class RunTotals:
         return self.num_solved / self.num_verifiable if self.num_verifiable else None
 
 
-class ResultWriter:
-    """Writes a run directory: config first, a line per finished problem, the summary last.
-
-    Args:
-        out_dir: the run directory; created if missing.
-
-    Raises:
-        OSError: if the directory cannot be created or written.
-    """
-
-    def __init__(self, out_dir: str | os.PathLike):
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.totals = RunTotals()
-        self._file = open(self.out_dir / RESULTS_FILE, "w")
-
-    def write_config(self, config: dict[str, Any]) -> None:
-        with open(self.out_dir / CONFIG_FILE, "w") as f:
-            yaml.safe_dump(config, f, sort_keys=False)
-
-    def write(self, record: ProblemRecord) -> None:
-        """Append one problem's line and flush it to disk."""
-        self.totals.add(record)
-        self._file.write(json.dumps(record.to_dict()) + "\n")
-        self._file.flush()
-
-    def write_summary(self, summary: dict[str, Any]) -> Path:
-        path = self.out_dir / SUMMARY_FILE
-        path.write_text(json.dumps(summary, indent=2) + "\n")
-        return path
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-
-    def __enter__(self) -> "ResultWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def make_summary(totals: RunTotals, *, total_flops: int, flops_by_model: dict[str, int],
                  wall_seconds: float, strategy: str, strategy_params: dict[str, Any],
                  budget: dict[str, Any], task: str, num_requested: int) -> dict[str, Any]:
@@ -164,8 +118,3 @@ def make_summary(totals: RunTotals, *, total_flops: int, flops_by_model: dict[st
         "budget": budget,
     }
 
-
-def read_results(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The lines of a run's ``results.jsonl`` as dicts, in the order problems finished."""
-    with open(Path(out_dir) / RESULTS_FILE) as f:
-        return [json.loads(line) for line in f if line.strip()]

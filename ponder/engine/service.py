@@ -29,7 +29,7 @@ from ponder.engine.checkpoint import RequestIds
 from ponder.engine.jobs import JobRunner
 from ponder.engine.loop import deliver, dispatch
 from ponder.engine.pools import model_specs
-from ponder.engine.results import read_results
+from ponder.engine.rundir import RunDir
 from ponder.tasks import task_from_config
 from ponder.tasks.base import Problem
 
@@ -184,12 +184,9 @@ class EngineService:
             job = self._job(job_id)
             if job["state"] == "running":
                 return None
-            out_dir = self._job_dir(job_id)
-            summary_path = out_dir / "summary.json"
-            summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-            records = read_results(out_dir) if (out_dir / "results.jsonl").exists() else []
+            run_dir = RunDir(self._job_dir(job_id))
             return {"job_id": job_id, "state": job["state"], "error": job.get("error"),
-                    "summary": summary, "results": records}
+                    "summary": run_dir.read_summary(), "results": run_dir.read_results()}
 
     def cancel(self, job_id: str) -> bool:
         """Stop a running job, releasing its reservations; finished problems keep their results.
@@ -201,7 +198,7 @@ class EngineService:
             JobNotFound: unknown ``job_id``.
         """
         with self._lock:
-            job = self._job(job_id)
+            self._job(job_id)  # raises JobNotFound
             runner = self.runners.get(job_id)
             if runner is None:
                 return False
@@ -233,8 +230,7 @@ class EngineService:
         return out
 
     def _finished_status(self, job: dict[str, Any]) -> dict[str, Any]:
-        out_dir = self._job_dir(job["job_id"])
-        records = read_results(out_dir) if (out_dir / "results.jsonl").exists() else []
+        records = RunDir(self._job_dir(job["job_id"])).read_results()
         best = {r["id"]: {k: r[k] for k in ("answer", "score", "correct", "stop_reason", "flops")}
                 for r in records}
         return {"num_finished": len(records), "flops_spent": sum(r["flops"] for r in records),

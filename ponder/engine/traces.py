@@ -34,9 +34,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from ponder.engine.rundir import TREES_FILE, RunDir, read_jsonl, read_tree_file
 from ponder.search.tree import NodeStatus, Tree
 
-TREES_FILE = "trees.jsonl"  # in a run directory: one finished tree per line
 EXPORT_JSONL = "traces.jsonl"
 EXPORT_PARQUET = "traces.parquet"
 ROW_SCHEMA: dict[str, str] = {  # column -> arrow type
@@ -131,17 +131,17 @@ class TraceRecorder:
     """Appends each finished tree to ``out_dir/trees.jsonl``, flushed as it is written.
 
     Args:
-        out_dir: the run directory.
+        out_dir: the run directory (a path or a RunDir).
         model, verifier: names of the generator and verifier models.
         strategy: the search strategy's name.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, model: str, verifier: str, strategy: str):
-        self.path = Path(out_dir) / TREES_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, out_dir: str | os.PathLike | RunDir, model: str, verifier: str, strategy: str):
+        run_dir = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir)
+        self.path = run_dir.trees_path
         self.model, self.verifier, self.strategy = model, verifier, strategy
         self.num_trees = 0
-        self._file = open(self.path, "a")
+        self._file = run_dir.open_trees()
 
     def record(self, tree: Tree, problem: str, verify: Callable[[str | None], bool | None],
                final_answer: str | None = None, final_correct: bool | None = None) -> None:
@@ -150,13 +150,11 @@ class TraceRecorder:
         line = tree_record(tree, verify, problem=problem, model=self.model,
                            verifier=self.verifier, strategy=self.strategy,
                            final_answer=final_answer, final_correct=final_correct)
-        self._file.write(json.dumps(line) + "\n")
-        self._file.flush()
+        self._file.write(line)
         self.num_trees += 1
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        self._file.close()
 
 
 def find_tree_files(root: str | os.PathLike) -> list[Path]:
@@ -167,31 +165,11 @@ def find_tree_files(root: str | os.PathLike) -> list[Path]:
     return sorted(root.rglob(TREES_FILE))
 
 
-def read_tree_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The tree records of one ``trees.jsonl``, the last one kept per problem id.
-
-    A problem searched again after a resume has two lines; a torn last line (a crash
-    mid-write) is skipped.
-    """
-    latest: dict[str, dict[str, Any]] = {}  # problem_id -> last record
-    with open(path) as f:
-        lines = f.readlines()
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise ValueError(f"{path}:{number}: not a JSON line") from None
-        latest[record["problem_id"]] = record
-    return iter(latest.values())
-
-
 def iter_rows(roots: Iterable[str | os.PathLike]) -> Iterator[dict[str, Any]]:
     """Rows of every tree under ``roots``; ``run`` is each tree file's directory."""
     for root in roots:
         for path in find_tree_files(root):
-            for record in read_tree_records(path):
+            for record in read_tree_file(path):
                 yield from record_rows(record, run=str(path.parent))
 
 
@@ -223,7 +201,7 @@ def export_traces(roots: Iterable[str | os.PathLike], out_dir: str | os.PathLike
 
 def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
     """``rows`` as a parquet file with the fixed ``ROW_SCHEMA`` (so all-null columns keep a type)."""
-    import pyarrow as pa
+    import pyarrow as pa  # pyarrow: a heavy import, only for writing parquet
     import pyarrow.parquet as pq
 
     schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in ROW_SCHEMA.items()])
@@ -246,10 +224,9 @@ def read_traces(path: str | os.PathLike) -> list[dict[str, Any]]:
             return list(iter_rows([path]))
         raise FileNotFoundError(f"no {EXPORT_PARQUET}, {EXPORT_JSONL} or {TREES_FILE} in {path}")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # pyarrow: a heavy import, only for reading parquet
 
         return pq.read_table(path).to_pylist()
     if path.name == TREES_FILE:
         return list(iter_rows([path]))
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path)

@@ -92,7 +92,6 @@ class BudgetManager:
         self._problems: dict[str, _Ledger] = {}  # problem_id -> its ledger
         self._open: dict[int, Reservation] = {}  # reservation_id -> open reservation
         self._next_reservation_id = 0
-        self.step_costs: StepCosts | None = None  # set by the scheduler reserving on this ledger
 
     # -- problems -------------------------------------------------------------
 

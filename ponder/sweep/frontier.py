@@ -97,7 +97,7 @@ def write_table(rows: Sequence[TableRow], out_dir: str | Path) -> list[Path]:
 def table_frame(rows: Sequence[TableRow]):
     """The rows as a pandas DataFrame with exactly ``TABLE_COLUMNS``, sorted by strategy then budget."""
     try:
-        import pandas as pd
+        import pandas as pd  # pandas: a heavy import, only for the table files
     except ImportError as e:
         raise ImportError(f"the sweep table needs pandas: pip install pandas pyarrow (a dependency of ponder) ({e})") from e
     frame = pd.DataFrame([asdict(r) for r in rows], columns=list(TABLE_COLUMNS))

@@ -19,7 +19,7 @@ from ponder.sweep.frontier import TableRow
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # matplotlib: a heavy import, only when a plot is drawn
 
     matplotlib.use("Agg")  # before pyplot is imported anywhere: no display on a cluster node
     import matplotlib.pyplot as plt
@@ -100,7 +100,7 @@ def plot_coverage(coverage: Sequence, path: str | Path) -> Path:
 
 def _log_x(ax) -> None:
     """Log x; label minor ticks too on a short range (within a decade a log axis has no label)."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter  # matplotlib: lazy, as in _pyplot
 
     ax.set_xscale("log")
     low, high = ax.get_xlim()

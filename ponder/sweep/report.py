@@ -30,9 +30,9 @@ from typing import Any, Sequence
 from ponder.sweep.frontier import (PowerLawFit, TableRow, best_per_budget, coverage_curve,
                                      fit_power_law, pareto_front, table_frame, table_row, write_table)
 from ponder.engine.progress import format_flops
-from ponder.engine.results import read_results
+from ponder.engine.rundir import RunDir
+from ponder.sweep.plot import plot_accuracy_vs_flops, plot_coverage
 from ponder.sweep.spec import Cell
-from ponder.engine.traces import TREES_FILE, read_tree_records
 from ponder.search.tree import NodeStatus
 
 BEST_OF_N = "best_of_n"
@@ -108,13 +108,12 @@ def cell_sample_correctness(path: Path) -> list[list[bool]] | None:
     From the results lines' ``candidates``, else from ``trees.jsonl``. None when
     neither records samples, a problem has none, or the task could verify no sample.
     """
-    lines = read_results(path)
+    run_dir = RunDir(path)
+    lines = run_dir.read_results()
     samples = [sample_correctness(line) for line in lines]
     if lines and all(samples):
         return samples
-    if not (path / TREES_FILE).is_file():
-        return None
-    per_problem = [tree_sample_correctness(r) for r in read_tree_records(path / TREES_FILE)]
+    per_problem = [tree_sample_correctness(r) for r in run_dir.read_trees()]
     if not per_problem or not all(per_problem) or all(v is None for s in per_problem for v in s):
         return None
     return [[bool(v) for v in s] for s in per_problem]
@@ -126,8 +125,6 @@ def write_report(out_dir: str | Path, finished: Sequence[tuple[Cell, Path]]) -> 
     Returns:
         The report, or None if no cell has finished (nothing is written then).
     """
-    from ponder.sweep.plot import plot_accuracy_vs_flops, plot_coverage
-
     if not finished:
         return None
     out_dir = Path(out_dir)
@@ -147,7 +144,9 @@ def write_report(out_dir: str | Path, finished: Sequence[tuple[Cell, Path]]) -> 
 
 
 def _row(cell: Cell, path: Path) -> TableRow:
-    summary = json.loads((path / "summary.json").read_text())
+    summary = RunDir(path).read_summary()
+    if summary is None:
+        raise FileNotFoundError(f"{RunDir(path).summary_path}: a finished cell without its summary")
     return table_row(cell.name, cell.strategy, cell.budget, cell.model, summary, cell.other_axes())
 
 
@@ -184,7 +183,7 @@ def _model_coverage(model: str, cells: list[tuple[Cell, Path, TableRow]]) -> Cov
 
 
 def _mean_num_samples(path: Path) -> float | None:
-    counts = [line.get("num_samples") for line in read_results(path)]
+    counts = [line.get("num_samples") for line in RunDir(path).read_results()]
     if not counts or any(not isinstance(c, (int, float)) for c in counts):
         return None
     return sum(counts) / len(counts)

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ponder.engine.engine import Engine
 from ponder.engine.progress import format_flops
-from ponder.engine.results import RESULTS_FILE, SUMMARY_FILE
+from ponder.engine.rundir import RunDir
 from ponder.sweep.fingerprint import fingerprint
+from ponder.sweep.report import format_report, write_report
 from ponder.sweep.spec import Cell, SweepSpec, expand_grid, load_sweep
 from ponder.actors.requirements import check_requirements
 from ponder.config import Config
@@ -59,11 +61,11 @@ def cell_dir(out_dir: str | Path, cell: Cell) -> Path:
 
 def cell_is_done(path: Path, expected_fingerprint: str, num_problems: int) -> bool:
     """Whether the cell directory ``path`` holds a finished run of this fingerprint over all problems."""
+    run_dir = RunDir(path)
     try:
         meta = json.loads((path / CELL_FILE).read_text())
-        summary = json.loads((path / SUMMARY_FILE).read_text())
-        with open(path / RESULTS_FILE) as f:
-            num_lines = sum(1 for line in f if line.strip())
+        summary = run_dir.read_summary() or {}
+        num_lines = len(run_dir.read_results())
     except (OSError, ValueError):
         return False
     return (meta.get("fingerprint") == expected_fingerprint
@@ -85,8 +87,6 @@ class EngineCellRunner:
 
     def __call__(self, config: Config, problems: Sequence[Problem], out_dir: Path,
                  progress: bool) -> dict[str, Any]:
-        from ponder.engine.engine import Engine
-
         key = json.dumps({name: config.to_dict()[name]
                           for name in ("generator", "verifier", "engine", "ray", "task")}, sort_keys=True)
         if self._engine is None or key != self._key:
@@ -134,8 +134,6 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, problems: Sequence[Proble
     Raises:
         Whatever a cell raised, unless ``keep_going``; KeyboardInterrupt always.
     """
-    from ponder.sweep.report import write_report
-
     log = log or _print_err
     cells = expand_grid(spec)
     for cell in cells:  # a missing package fails now, not after the cells before it ran
@@ -237,8 +235,6 @@ def run(args: argparse.Namespace) -> int:
         ConfigError / SweepError: a bad sweep file or override. OSError, ValueError:
             unreadable problems. Whatever a cell raised, unless ``--keep-going``.
     """
-    from ponder.sweep.report import format_report, write_report
-
     spec = load_sweep(args.config, args.overrides)
     spec.problems = args.problems or spec.problems
     spec.range = args.range_ or spec.range

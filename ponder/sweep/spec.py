@@ -38,6 +38,7 @@ import yaml
 
 from ponder.sweep.names import BUDGET_KEY, MODEL_KEY, STRATEGY_KEY, cell_name, unique_names
 from ponder.config import Config, ConfigError, SearchConfig, apply_override, load_config
+from ponder.search import iter_strategies  # importing ponder.search registers every strategy
 
 AXIS_ALIASES = {"strategy": STRATEGY_KEY, "budget": BUDGET_KEY, "model": MODEL_KEY}  # short -> dotted
 DEFAULT_STRATEGIES = ("best_of_n", "beam", "compute_optimal")
@@ -255,8 +256,6 @@ def _parse_strategy_params(value: Any) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise SweepError(f"strategy_params must map a strategy to a mapping of its params, got {value!r}")
-    from ponder.search import iter_strategies  # imports every strategy module first
-
     known = sorted(iter_strategies())
     for name in value:  # one the grid does not run is fine (a --set may narrow the grid); a typo is not
         if name not in known:
