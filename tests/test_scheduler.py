@@ -8,7 +8,7 @@ from itertools import count
 import pytest
 
 from ponder.search import get_strategy, iter_strategies
-from ponder.search.budget import BudgetError, BudgetManager
+from ponder.search.budget import BudgetManager
 from ponder.search.flops import (ModelSpec, StepCosts, flops, generate_tokens, score_path_text,
                                  worst_case_flops, worst_case_tokens)
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
