@@ -19,8 +19,8 @@ examples:
   ponder train-verifier --config gsm8k_train.yaml --traces runs/gsm8k-train --out runs/vhead
 
 A value head is used by the hf verifier on the same model:
-  verifier: {backend: hf, model_path: <the generator's>, gguf_file: <the generator's>,
-             kwargs: {value_head: runs/vhead}}"""
+  verifier: {backend: hf, model_path: <the generator's>,
+             kwargs: {gguf_file: <the generator's, if any>, value_head: runs/vhead}}"""
 
 
 def add_commands(commands: Any, command: str | None) -> None:

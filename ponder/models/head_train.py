@@ -10,7 +10,7 @@ path-level (last step's score against the outcome) AUC.
 
 The head is saved to ``--out`` (``value_head.safetensors`` + ``value_head.json``) and
 used by the hf verifier: ``verifier: {backend: hf, model_path: <generator's>,
-gguf_file: <generator's>, kwargs: {value_head: <out>}}``.
+kwargs: {gguf_file: <generator's, if any>, value_head: <out>}}``.
 """
 
 from __future__ import annotations
@@ -224,8 +224,12 @@ def run(args: argparse.Namespace) -> int:
     paths, counts = labelled_paths(records, target)
     if not paths:
         raise ValueError(f"no verified finished path in {args.traces} ({dict(counts)})")
+    right = sum(p.outcome for p in paths) / len(paths)
     print(f"[value-head] {len(paths)} paths of {len({p.problem for p in paths})} problems, "
-          f"{sum(p.outcome for p in paths) / len(paths):.1%} right ({dict(counts)})", flush=True)
+          f"{right:.1%} right ({dict(counts)})", flush=True)
+    if right in (0.0, 1.0):
+        print("[value-head] warning: every path has the same outcome, so the head can only learn "
+              "a constant; sample more paths a problem (search.params.n) or easier problems", flush=True)
     gguf_file = getattr(gen, "gguf_file", None) or gen.kwargs.get("gguf_file")
     base = load_base_model(gen.model_path, gguf_file, gen.kwargs.get("dtype", "float32"),
                            trust_remote_code=bool(gen.kwargs.get("trust_remote_code", False)))
@@ -238,7 +242,6 @@ def run(args: argparse.Namespace) -> int:
                                 "num_paths": len(paths), "generator": gen.model_path},
                           log=lambda line: print(line, flush=True))
     print(f"[value-head] saved to {out}: train {training['train']}, held out {training['held_out']}; "
-          f"use it with verifier: {{backend: hf, model_path: {gen.model_path}"
-          f"{', gguf_file: ' + gguf_file if gguf_file else ''}, kwargs: {{value_head: {out}}}}}",
-          flush=True)
+          f"use it with verifier: {{backend: hf, model_path: {gen.model_path}, kwargs: {{"
+          f"{'gguf_file: ' + gguf_file + ', ' if gguf_file else ''}value_head: {out}}}}}", flush=True)
     return 0
