@@ -15,10 +15,19 @@ import yaml
 from ponder.cluster.client import DEFAULT_STATE_DIR, PonderClient
 from ponder.config import load_config
 from ponder.engine.progress import format_flops
-from ponder.engine.traces import export_traces, read_traces
+from ponder.engine.traces import export_traces, read_traces, read_tree_records
 from ponder.tasks import get_task, load_problems
 
 COMMANDS = ("serve", "submit", "status", "result", "cancel", "export-traces", "train-verifier")
+TRAIN_VERIFIER_EPILOG = """\
+examples:
+  ponder train-verifier --traces runs/game24-train --out runs/flywheel
+  ponder solve --config gsm8k_train.yaml --out runs/gsm8k-train   # task.kwargs.split: train
+  ponder train-verifier --config gsm8k_train.yaml --traces runs/gsm8k-train --out runs/vhead
+
+A value head is used by the hf verifier on the same model:
+  verifier: {backend: hf, model_path: <the generator's>,
+             kwargs: {gguf_file: <the generator's, if any>, value_head: runs/vhead}}"""
 
 
 def add_commands(commands: Any, command: str | None) -> None:
@@ -85,13 +94,20 @@ def add_commands(commands: Any, command: str | None) -> None:
                         help="run directories (or folders of them) holding trees.jsonl")
     export.add_argument("--out", default=None, metavar="DIR", help="default: the first DIR")
 
-    train = commands.add_parser("train-verifier", help="fine-tune the embedded verifier on traces",
-                                description="One turn of the data flywheel (puzzles 900-999 are "
-                                            "never trained on).")
+    train = commands.add_parser(
+        "train-verifier", help="fine-tune the embedded verifier, or train an hf generator's value head, on traces",
+        description="One turn of the data flywheel. Without --config: fine-tune the embedded "
+                    "verifier on Game-of-24 traces (puzzles 900-999 are never trained on). With "
+                    "--config CONFIG whose generator.backend is hf: train a value head on that "
+                    "generator's hidden states at step ends, labelled by whether each finished "
+                    "path's answer is right (traces of train problems only; test problems stop it).",
+        epilog=TRAIN_VERIFIER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     if command == "train-verifier":
         from ponder.models.flywheel import add_arguments  # torch: ponder train-verifier only
+        from ponder.models.head_train import add_arguments as add_head_arguments
 
         add_arguments(train)
+        add_head_arguments(train)
     for sub in (serve, submit, export, train, *(commands.choices[n] for n in ("status", "result", "cancel"))):
         sub.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -107,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
         info = export_traces(args.dirs, args.out or args.dirs[0])
         print(f"{info['rows']} rows from {info['problems']} trees: {info['jsonl']} {info['parquet']}")
         return 0
+    if args.command == "train-verifier" and args.config:
+        from ponder.models.head_train import run as train_value_head
+
+        return train_value_head(args, read_tree_records([args.traces]))
     if args.command == "train-verifier":
         from ponder.models.flywheel import run as train_verifier  # torch: train-verifier only
 

@@ -16,6 +16,11 @@ from typing import Any
 from ponder.config import BACKENDS, resolve_package_path  # BACKENDS: name -> (module, generator, verifier)
 
 ROLES = ("generator", "verifier")
+# (backend name, role, kwarg) -> (module, class): a backend that a kwarg turns into another
+# class, e.g. the hf verifier with a value head trained on the generator's states
+VARIANTS: dict[tuple[str, str, str], tuple[str, str]] = {
+    ("hf", "verifier", "value_head"): ("ponder.actors.backends.hf_head", "HFHeadVerifier"),
+}
 
 
 @dataclass(slots=True)
@@ -94,14 +99,20 @@ def build_backend(spec: BackendSpec, role: str) -> Any:
         role: ``"generator"`` or ``"verifier"``.
 
     Returns:
-        A GeneratorBackend or VerifierBackend instance.
+        A GeneratorBackend or VerifierBackend instance; the class of ``VARIANTS`` when
+        the spec's kwargs name one (``hf`` verifier + ``value_head``: ``HFHeadVerifier``).
 
     Raises:
         ValueError: unknown backend name or role, or a ``pkg:`` model path naming no
             installed package.
         ImportError: the backend's module or one of its dependencies is not installed.
     """
-    cls = resolve_backend_class(spec.name, role)
+    variant = next((VARIANTS[key] for key in VARIANTS if key[:2] == (spec.name, role)
+                    and spec.kwargs.get(key[2]) is not None), None)
+    if variant is not None:
+        cls = getattr(importlib.import_module(variant[0]), variant[1])
+    else:
+        cls = resolve_backend_class(spec.name, role)
     kwargs = dict(spec.kwargs)
     if isinstance(kwargs.get("model_path"), str):  # resolved here, on the node that loads it
         kwargs["model_path"] = resolve_package_path(kwargs["model_path"])

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ponder.engine.rundir import TREES_FILE, RunDir, read_jsonl, read_tree_file
-from ponder.search.tree import NodeStatus, Tree
+from ponder.search.tree import NodeStatus, Tree, node_labels
 
 EXPORT_JSONL = "traces.jsonl"
 EXPORT_PARQUET = "traces.parquet"
@@ -81,27 +81,6 @@ def tree_record(tree: Tree, verify: Callable[[str | None], bool | None], *, prob
             "delimiter": tree.delimiter, "model": model, "verifier": verifier, "strategy": strategy,
             "nodes": nodes, "verdicts": verdicts, "no_answer_verdict": terminal_none,
             "final_answer": final_answer, "final_correct": final_correct}
-
-
-def node_labels(record: dict[str, Any]) -> tuple[list[bool | None], list[float | None]]:
-    """Per node of a tree record: ``(correct, success_rate)`` as the module docstring defines."""
-    nodes = record["nodes"]
-    verdicts, no_answer = record["verdicts"], record.get("no_answer_verdict")
-    wins = [0] * len(nodes)
-    known = [0] * len(nodes)  # finished paths at or below each node with a known verdict
-    for node_id in range(len(nodes) - 1, -1, -1):  # children always have larger ids
-        parent_id, _, _, status, answer = nodes[node_id][:5]
-        if status == NodeStatus.TERMINAL:
-            verdict = no_answer if answer is None else verdicts.get(answer)
-            if verdict is not None:
-                known[node_id] += 1
-                wins[node_id] += int(verdict)
-        if parent_id >= 0:
-            known[parent_id] += known[node_id]
-            wins[parent_id] += wins[node_id]
-    correct = [None if k == 0 else w > 0 for w, k in zip(wins, known)]
-    rates = [None if k == 0 else w / k for w, k in zip(wins, known)]
-    return correct, rates
 
 
 def record_rows(record: dict[str, Any], run: str = "") -> Iterator[dict[str, Any]]:
@@ -163,6 +142,20 @@ def find_tree_files(root: str | os.PathLike) -> list[Path]:
     if root.is_file():
         return [root]
     return sorted(root.rglob(TREES_FILE))
+
+
+def read_tree_records(roots: Iterable[str | os.PathLike]) -> list[tuple[Path, dict[str, Any]]]:
+    """``(trees.jsonl path, record)`` for every tree under ``roots``.
+
+    Raises:
+        FileNotFoundError: no ``trees.jsonl`` under any root.
+    """
+    roots = [Path(r) for r in roots]
+    files = [f for r in roots for f in find_tree_files(r)]
+    if not files:
+        raise FileNotFoundError(f"no {TREES_FILE} under {', '.join(map(str, roots))}; run "
+                                f"`ponder solve` first")
+    return [(f, record) for f in files for record in read_tree_file(f)]
 
 
 def iter_rows(roots: Iterable[str | os.PathLike]) -> Iterator[dict[str, Any]]:

@@ -42,14 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="weights to start from (default: the shipped ones)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="where the new weights go (default: runs/flywheel-<timestamp>)")
-    g.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    g.add_argument("--steps", type=int, default=None, help="optimizer steps (default 300)")
     g.add_argument("--batch-size", type=int, default=64, help="paths per step (default 64)")
-    g.add_argument("--lr", type=float, default=5e-4,
-                   help="peak learning rate, cosine decay (default 5e-4)")
-    g.add_argument("--target", choices=TARGETS, default="exact",
+    g.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate, cosine decay (default 5e-4; value head 1e-3)")
+    g.add_argument("--target", choices=TARGETS + ("outcome",), default=None,
                    help="step target: exact (every expanded node's path, labelled by whether a right "
-                        "answer is still reachable: ponder.models.exact_labels), best descendant outcome "
-                        "(correct), or success rate below the step")
+                        "answer is still reachable: ponder.models.exact_labels; the default), best "
+                        "descendant outcome (correct), or success rate below the step; a value head "
+                        "(--config) takes outcome (the path's verdict on every step; its default), "
+                        "correct or success_rate")
     g.add_argument("--replay", type=int, default=8,
                    help="exact target: synthetic paths per train puzzle (all of them) mixed in, as ponder "
                         "train makes them, so the verifier keeps what it knew (0: traces only)")
@@ -215,6 +217,9 @@ def run(args: argparse.Namespace, rows: Iterable[dict[str, Any]]) -> int:
 
     torch.set_num_threads(args.threads)
     start = time.time()
+    # None: left unset on the command line, which the value head's options share
+    args.steps, args.lr = args.steps or 300, args.lr or 5e-4
+    args.target = args.target or "exact"
     paths, counts = training_paths(rows, args.target)
     if counts["test_split"]:
         print(f"[flywheel] skipped {counts['test_split']} trace rows of test puzzles (900-999 of "

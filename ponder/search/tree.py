@@ -8,6 +8,7 @@ data without recursion.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class NodeStatus(IntEnum):
@@ -163,3 +164,24 @@ class Tree:
         its nodes then go at once instead of with it.
         """
         self.nodes = [Node(0, -1, "", 0)]
+
+
+def node_labels(record: dict[str, Any]) -> tuple[list[bool | None], list[float | None]]:
+    """Per node of a tree record: ``(correct, success_rate)`` (``correct``: some finished path through the node reached a right answer; ``success_rate``: the share of finished paths through it with a right answer; None where no path below has a known verdict)."""
+    nodes = record["nodes"]
+    verdicts, no_answer = record["verdicts"], record.get("no_answer_verdict")
+    wins = [0] * len(nodes)
+    known = [0] * len(nodes)  # finished paths at or below each node with a known verdict
+    for node_id in range(len(nodes) - 1, -1, -1):  # children always have larger ids
+        parent_id, _, _, status, answer = nodes[node_id][:5]
+        if status == NodeStatus.TERMINAL:
+            verdict = no_answer if answer is None else verdicts.get(answer)
+            if verdict is not None:
+                known[node_id] += 1
+                wins[node_id] += int(verdict)
+        if parent_id >= 0:
+            known[parent_id] += known[node_id]
+            wins[parent_id] += wins[node_id]
+    correct = [None if k == 0 else w > 0 for w, k in zip(wins, known)]
+    rates = [None if k == 0 else w / k for w, k in zip(wins, known)]
+    return correct, rates
