@@ -28,6 +28,7 @@ from ponder.config import ConfigError, load_config
 from ponder.engine.engine import Engine, run_inprocess
 from ponder.engine.inprocess import InProcessPool, InProcessPools
 from ponder.engine.metrics import METRICS, NO_METRICS, DeltaMetrics
+from ponder.engine.service import EngineService
 from ponder.search.budget import BudgetManager
 from ponder.search.scheduler import ProblemStats
 from ponder.search.scripted import ScriptedGenerator
@@ -142,6 +143,27 @@ def test_a_report_sends_what_grew_since_the_last_one_and_nothing_of_a_resumed_pa
     assert runner not in metrics._last
     counters = [c for c in sink.calls[before:] if c[0] == "counter"]
     assert {c[1] for c in counters} == {"ponder_expansions", "ponder_flops"}  # zero deltas: no call
+
+
+def test_the_persistent_engine_reports_each_job_under_its_own_id(tmp_path):
+    task, problems, gen, ver = scripted_job(num_problems=5)
+    pools = InProcessPools(InProcessPool(gen, "generator"), InProcessPool(ver, "verifier"))
+    sink = RecordingSink()
+    svc = EngineService(inprocess_config("beam", {"beam_width": 2, "expansion_factor": 2}),
+                        tmp_path, pools, task=task, metrics=DeltaMetrics(sink, 0.01, engine="serve"))
+    try:
+        a, b = svc.submit(problems[:2]), svc.submit(problems[2:], strategy="best_of_n", params={"n": 4})
+        deadline = time.monotonic() + 60
+        while svc.status(a)["state"] == "running" or svc.status(b)["state"] == "running":
+            assert time.monotonic() < deadline, svc.status()
+            time.sleep(0.05)
+    finally:
+        svc.stop()
+    for job_id, num in ((a, 2), (b, 3)):
+        summary = svc.result(job_id)["summary"]
+        assert sink.total("ponder_problems_finished", job_id=job_id) == num
+        assert sink.total("ponder_flops", job_id=job_id) == summary["total_flops"] > 0
+    assert sink.last("ponder_requests_in_flight", engine="serve", role="generator") == 0
 
 
 def test_a_failing_sink_warns_once_and_the_job_goes_on(tmp_path):
