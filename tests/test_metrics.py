@@ -195,6 +195,13 @@ def test_metrics_off_and_in_process_jobs_report_nothing_and_the_config_is_checke
         load_config(data={"ray": {"metrics_export_port": 70000}})
 
 
+def test_a_metrics_port_is_for_a_local_ray_only():
+    from ponder.cluster.runtime import connect  # imports Ray; starts none here
+
+    with pytest.raises(ValueError, match="metrics_export_port apply to a local Ray only"):
+        connect(address="127.0.0.1:1", metrics_export_port=8080)
+
+
 def exported_names() -> set[str]:
     """Every series name the metrics catalogue puts on Ray's endpoint."""
     return {f"ray_{name}_total" if spec.kind == "counter" else f"ray_{name}"
