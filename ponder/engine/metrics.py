@@ -155,11 +155,15 @@ class JobCounts:
         """The runner's totals now: the scheduler's settled requests, the ledger, finished lines."""
         stats = runner.scheduler.totals
         spent = runner.budget.spent_by_model()
-        return cls(stats.num_samples, stats.num_generate_requests, stats.num_score_requests,
-                   stats.generator_generated_tokens, stats.verifier_prompt_tokens,
-                   stats.generator_prompt_tokens, stats.generator_cached_tokens,
-                   stats.verifier_cached_tokens, spent["generator"], spent["verifier"],
-                   runner.num_finished, runner.totals.num_solved)
+        return cls(
+            expansions=stats.num_samples, generate_requests=stats.num_generate_requests,
+            score_requests=stats.num_score_requests, generated_tokens=stats.generator_generated_tokens,
+            scored_tokens=stats.verifier_prompt_tokens,
+            generator_prompt_tokens=stats.generator_prompt_tokens,
+            generator_cached_tokens=stats.generator_cached_tokens,
+            verifier_cached_tokens=stats.verifier_cached_tokens,
+            generator_flops=spent["generator"], verifier_flops=spent["verifier"],
+            problems_finished=runner.num_finished, problems_solved=runner.totals.num_solved)
 
     def minus(self, other: "JobCounts") -> "JobCounts":
         """Field-wise ``self - other``: what grew since ``other`` was taken."""
