@@ -85,6 +85,7 @@ class EngineConfig:
     max_in_flight_batches: int = 2  # per replica; more queue in the engine until one returns
     batch_wait_s: float = 0.0  # an under-full batch may wait this long for company (Ray pools)
     ray_task_events: bool = False  # Ray's per-call task events (dashboard task table) for replica calls
+    metrics_interval_s: float = 1.0  # seconds between Ray metrics reports of a job (0: no metrics)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class RayConfig:
     address: str | None = None  # None: start a local Ray (or join RAY_ADDRESS if set)
     num_cpus: int | None = None  # for a local Ray only; None lets Ray count
     temp_dir: str | None = None  # for a local Ray only
+    metrics_export_port: int | None = None  # a local Ray's Prometheus endpoint; None: Ray picks one
     runtime_env: dict[str, Any] = field(default_factory=dict)
     mode: str = "ray"  # one of RAY_MODES
 
@@ -348,7 +350,12 @@ def validate(config: Config) -> None:
     _positive("engine.max_in_flight_batches", e.max_in_flight_batches)
     if not 0 <= e.batch_wait_s <= 1:
         raise ConfigError(f"engine.batch_wait_s must be between 0 and 1 (seconds), got {e.batch_wait_s}")
+    if e.metrics_interval_s < 0:
+        raise ConfigError(f"engine.metrics_interval_s must be >= 0 (0: no metrics), got {e.metrics_interval_s}")
     _choice("ray.mode", config.ray.mode, RAY_MODES)
+    if config.ray.metrics_export_port is not None and not 0 < config.ray.metrics_export_port < 65536:
+        raise ConfigError(f"ray.metrics_export_port must be a TCP port (1-65535) or null, "
+                          f"got {config.ray.metrics_export_port}")
     if config.ray.num_cpus is not None:
         _positive("ray.num_cpus", config.ray.num_cpus)
     if config.output.progress == "on":

@@ -61,7 +61,8 @@ class RayRuntime:
 
 def connect(config: Any = None, *, address: str | None = None, num_cpus: int | None = None,
             temp_dir: str | None = None, runtime_env: dict[str, Any] | None = None,
-            log_to_driver: bool = True, **init_kwargs: Any) -> RayRuntime:
+            log_to_driver: bool = True, metrics_export_port: int | None = None,
+            **init_kwargs: Any) -> RayRuntime:
     """Start or join Ray.
 
     Args:
@@ -73,6 +74,9 @@ def connect(config: Any = None, *, address: str | None = None, num_cpus: int | N
         temp_dir: a local Ray's temp dir; default a fresh short dir under /tmp.
         runtime_env: Ray runtime env for every actor (``working_dir``, ``env_vars``...).
         log_to_driver: print actors' stdout/stderr here.
+        metrics_export_port: the port of a local Ray's Prometheus endpoint (every node's
+            metrics agent serves ``/metrics`` there); None lets Ray pick one. A cluster
+            sets it at ``ray start --metrics-export-port``.
         init_kwargs: passed on to ``ray.init`` (e.g. ``resources`` of a local Ray).
 
     Returns:
@@ -89,6 +93,8 @@ def connect(config: Any = None, *, address: str | None = None, num_cpus: int | N
     num_cpus = num_cpus if num_cpus is not None else get("num_cpus")
     temp_dir = temp_dir if temp_dir is not None else get("temp_dir")
     runtime_env = dict(runtime_env if runtime_env is not None else get("runtime_env") or {})
+    if metrics_export_port is None:
+        metrics_export_port = get("metrics_export_port")
     if temp_dir is not None and len(os.path.abspath(temp_dir)) > MAX_TEMP_DIR_CHARS:
         raise ValueError(f"ray.temp_dir {temp_dir!r} is too long for Ray's unix socket paths: "
                          f"use at most {MAX_TEMP_DIR_CHARS} characters (e.g. /tmp/ponder-ray), "
@@ -99,13 +105,16 @@ def connect(config: Any = None, *, address: str | None = None, num_cpus: int | N
     address = address or os.environ.get("RAY_ADDRESS") or None
     common = dict(runtime_env=runtime_env or None, log_to_driver=log_to_driver, **init_kwargs)
     if address is not None:
-        if num_cpus is not None or temp_dir is not None:
-            raise ValueError(f"ray.num_cpus / ray.temp_dir apply to a local Ray only; got "
-                             f"num_cpus={num_cpus!r}, temp_dir={temp_dir!r} with address={address!r}")
+        if num_cpus is not None or temp_dir is not None or metrics_export_port is not None:
+            raise ValueError(f"ray.num_cpus / ray.temp_dir / ray.metrics_export_port apply to a "
+                             f"local Ray only; got num_cpus={num_cpus!r}, temp_dir={temp_dir!r}, "
+                             f"metrics_export_port={metrics_export_port!r} with address={address!r}")
         context = ray.init(address=address, **common)
         return RayRuntime(address=_address_of(context, address), is_local=False,
                           runtime_env=runtime_env)
     owned = temp_dir is None
+    if metrics_export_port is not None:
+        common["_metrics_export_port"] = metrics_export_port
     temp_dir = temp_dir or tempfile.mkdtemp(prefix=f"ponder-ray-{os.getpid()}-{next(_counter)}-",
                                             dir="/tmp")
     try:

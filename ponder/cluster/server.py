@@ -21,8 +21,10 @@ import ray
 from ponder.actors.requirements import check_requirements
 from ponder.cluster.auth import AUTH_MODE_ENV, gcs_address, require_token_auth, use_loopback
 from ponder.cluster.client import unwrap_actor_error
+from ponder.cluster.metrics import RayJobMetrics
 from ponder.cluster.pools import build_ray_pools
 from ponder.cluster.runtime import connect
+from ponder.engine.metrics import NO_METRICS
 from ponder.engine.service import ACTOR_NAME, NAMESPACE, SERVE_FILE, EngineService
 
 
@@ -31,7 +33,10 @@ class EngineActorBody:
 
     def __init__(self, config: Any, state_dir: str, checkpoint_every_s: float):
         pools = build_ray_pools(config, connect_ray=False)
-        self.service = EngineService(config, state_dir, pools, checkpoint_every_s=checkpoint_every_s)
+        interval = config.engine.metrics_interval_s
+        metrics = RayJobMetrics(interval, engine="serve") if interval else NO_METRICS
+        self.service = EngineService(config, state_dir, pools, checkpoint_every_s=checkpoint_every_s,
+                                     metrics=metrics)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if method not in ("submit", "status", "result", "cancel", "ping", "stop"):

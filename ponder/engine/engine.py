@@ -29,6 +29,7 @@ from ponder.engine.checkpoint import RequestIds
 from ponder.engine.inprocess import InProcessPool, InProcessPools, build_inprocess_pools
 from ponder.engine.jobs import JobRunner, problem_seed, token_bound
 from ponder.engine.loop import deliver, dispatch
+from ponder.engine.metrics import NO_METRICS, JobMetrics
 from ponder.engine.pools import Pools, model_specs
 from ponder.engine.progress import Progress
 from ponder.config import Config
@@ -49,11 +50,12 @@ class EngineError(RuntimeError):
 
 # -- one job ---------------------------------------------------------------------------
 
-def run_loop(runner: JobRunner, pools: Pools) -> None:
+def run_loop(runner: JobRunner, pools: Pools, metrics: JobMetrics = NO_METRICS) -> None:
     """Step ``runner`` until every problem has an answer: the loop of ``ponder solve``.
 
     ``dispatch`` and ``deliver`` (``ponder.engine.loop``) are the two halves that
     ``ponder serve`` runs for many jobs at once; this is the same loop for one.
+    ``metrics`` is told about every step and reports when its interval is due.
 
     Raises:
         EngineError: problems remain but none has a request to run.
@@ -68,6 +70,7 @@ def run_loop(runner: JobRunner, pools: Pools) -> None:
             raise EngineError(f"{len(runner.active)} problems are unfinished but none has "
                               f"a request to run (a strategy waits for nothing)")
         deliver([runner], pools, pools.collect(COLLECT_TIMEOUT_S))
+        metrics.tick([runner], pools)
     # Requests of cancelled problems may still be out; take them back so the pools are
     # empty for the engine's next job (the runner drops their results).
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -109,14 +112,19 @@ class Engine:
         task: the task object; default: ``config.task``.
         pools: pools to run on instead of building them from config (e.g. InProcessPools
             around backend objects); the caller keeps ownership of them.
+        metrics: what each job reports to; default: Ray metrics every
+            ``engine.metrics_interval_s`` (``ponder.cluster.metrics``) unless ``ray.mode``
+            is ``inprocess`` or the interval is 0, then none.
     """
 
-    def __init__(self, config: Config, task: Task | None = None, pools: Pools | None = None):
+    def __init__(self, config: Config, task: Task | None = None, pools: Pools | None = None,
+                 metrics: JobMetrics | None = None):
         self.config = config
         self.task = task if task is not None else task_from_config(config.task)
         self._pools = pools
         self._owns_pools = pools is None
         self._request_ids = RequestIds()  # unique over every job of this engine
+        self._metrics = metrics
         self.setup_seconds = 0.0
 
     def pools(self) -> Pools:
@@ -131,6 +139,18 @@ class Engine:
                 self._pools = build_ray_pools(self.config)
             self.setup_seconds = time.monotonic() - start
         return self._pools
+
+    def metrics(self) -> JobMetrics:
+        """What the engine's jobs report to, made now if needed (see the class docstring)."""
+        if self._metrics is None:
+            interval = self.config.engine.metrics_interval_s
+            if self.config.ray.mode == "inprocess" or not interval:
+                self._metrics = NO_METRICS
+            else:
+                from ponder.cluster.metrics import RayJobMetrics  # Ray only when a job uses it
+
+                self._metrics = RayJobMetrics(interval)
+        return self._metrics
 
     def run(self, problems: Sequence[Problem], out_dir: str | os.PathLike,
             progress: bool = True, resume: bool = False) -> dict[str, Any]:
@@ -158,6 +178,7 @@ class Engine:
         config = self.config
         pools = self.pools()  # before the run directory: a model that fails to load leaves none
         specs = model_specs(pools)
+        metrics = self.metrics()
         mode = config.output.progress if progress else "off"
         with job_gc(), Progress(len(problems), mode, config.output.progress_interval_s) as bar:
             runner = JobRunner(config, self.task, problems, specs, out_dir,
@@ -170,13 +191,15 @@ class Engine:
                 flops=runner.budget.job_spent)
             start = time.monotonic()
             summary = None
+            metrics.job_started(runner)
             try:
-                run_loop(runner, pools)
+                run_loop(runner, pools, metrics)
             finally:
                 summary = runner.summary(time.monotonic() - start, len(problems))
                 summary["setup_seconds"] = round(self.setup_seconds, 3)
                 summary["models"] = {"generator": asdict(specs[0]), "verifier": asdict(specs[1])}
                 runner.close(summary)
+                metrics.job_ended(runner, pools)
         return summary
 
     def close(self) -> None:
@@ -213,15 +236,16 @@ def run_job(config: Config, problems: Sequence[Problem], out_dir: str | os.PathL
 
 def run_inprocess(config: Config, problems: Sequence[Problem], out_dir: str | os.PathLike,
                   generator: Any, verifier: Any = None, task: Task | None = None,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False, metrics: JobMetrics = NO_METRICS) -> dict[str, Any]:
     """``run_job`` on backend objects called in this process: no Ray, no actors.
 
     Args:
         generator: a GeneratorBackend instance.
         verifier: a VerifierBackend instance, or None for strategies that never score.
+        metrics: what the job reports to (default: nothing).
         (the rest as in ``run_job``)
     """
     pools = InProcessPools(InProcessPool(generator, "generator"),
                            None if verifier is None else InProcessPool(verifier, "verifier"))
-    with Engine(config, task, pools=pools) as engine:
+    with Engine(config, task, pools=pools, metrics=metrics) as engine:
         return engine.run(problems, out_dir, progress)

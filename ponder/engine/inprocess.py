@@ -51,6 +51,10 @@ class InProcessPool:
     def num_in_flight(self) -> int:
         return sum(map(len, self._queue))
 
+    @property
+    def num_queued(self) -> int:
+        return self.num_in_flight  # nothing runs between run_one calls: every request waits
+
     def pop_failed(self) -> list[Request]:
         failed, self._failed = self._failed, []
         return failed

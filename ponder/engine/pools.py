@@ -30,6 +30,10 @@ class RolePool(Protocol):
     def num_in_flight(self) -> int:
         """Requests dispatched and not yet returned."""
 
+    @property
+    def num_queued(self) -> int:
+        """Requests of ``num_in_flight`` still waiting in the pool for a replica (for metrics)."""
+
     def pop_failed(self) -> list[Request]:
         """Requests given up for good since the last call (every attempt failed)."""
 

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from ponder.engine.checkpoint import RequestIds
 from ponder.engine.jobs import JobRunner
 from ponder.engine.loop import deliver, dispatch
+from ponder.engine.metrics import NO_METRICS, JobMetrics
 from ponder.engine.pools import model_specs
 from ponder.engine.rundir import RunDir
 from ponder.tasks import task_from_config
@@ -56,10 +57,13 @@ class EngineService:
         task: the task object (default: the config's).
         checkpoint_every_s: each job's checkpoint cadence.
         autostart: start the loop thread now.
+        metrics: what the loop reports every job and the pools to (``ponder serve``: Ray
+            metrics, ``ponder.cluster.metrics``); default: nothing.
     """
 
     def __init__(self, config: Any, state_dir: str | Path, pools: Any, task: Any = None,
-                 checkpoint_every_s: float = 30.0, autostart: bool = True):
+                 checkpoint_every_s: float = 30.0, autostart: bool = True,
+                 metrics: JobMetrics = NO_METRICS):
         self.config = config
         self.task = task if task is not None else task_from_config(config.task)
         self.state_dir = Path(state_dir)
@@ -71,6 +75,7 @@ class EngineService:
         self.jobs: dict[str, dict[str, Any]] = {}  # job_id -> its job.json content
         self.runners: dict[str, JobRunner] = {}  # job_id -> runner of a running job
         self.last_error: str | None = None
+        self.metrics = metrics
         self._turn = 0  # loop steps, to rotate which job schedules first
         self._lock = threading.RLock()
         self._wake = threading.Event()
@@ -119,9 +124,11 @@ class EngineService:
             if job.get(key) is not None or job.get("pinned"):
                 setattr(config.budget, key, None if job.get(key) is None else int(job[key]))
         problems = [Problem(str(p[0]), p[1], p[2]) for p in job["problems"]]
-        return JobRunner(config, self.task, problems, self.specs, self._job_dir(job["job_id"]),
-                         request_ids=self.request_ids, resume=resume,
-                         checkpoint_every_s=self.checkpoint_every_s)
+        runner = JobRunner(config, self.task, problems, self.specs, self._job_dir(job["job_id"]),
+                           request_ids=self.request_ids, resume=resume,
+                           checkpoint_every_s=self.checkpoint_every_s)
+        self.metrics.job_started(runner)
+        return runner
 
     # -- the API ------------------------------------------------------------------------
 
@@ -273,6 +280,7 @@ class EngineService:
         with self._lock:
             runners = [r for r in self.runners.values()]
             deliver(runners, self.pools, results)
+            self.metrics.tick(runners, self.pools)
             for job_id, runner in list(self.runners.items()):
                 if not runner.has_work:
                     self._close(job_id, "cancelled" if runner.cancelled else "done")
@@ -281,6 +289,7 @@ class EngineService:
         runner = self.runners.pop(job_id)
         job = self.jobs[job_id]
         runner.close(runner.summary(time.time() - job["submitted_at"], len(job["problems"])))
+        self.metrics.job_ended(runner, self.pools)
         self._end(job, state, num_finished=runner.num_finished, flops_spent=runner.budget.job_spent,
                   error=error)
 

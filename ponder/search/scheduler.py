@@ -181,6 +181,7 @@ class Scheduler:
         self._orphaned: set[int] = set()  # request ids released by cancel(); results ignored
         self._finished: list[Answer] = []
         self.errors: dict[str, str] = {}  # problem_id -> why it was stopped with an error
+        self.totals = ProblemStats()  # every settled request of the job, summed (for metrics)
         self._packers = (_Packer(1, 1), _Packer(1, 1))  # (generate, score), replaced by each schedule()
 
     # -- lifecycle ------------------------------------------------------------
@@ -420,6 +421,7 @@ class Scheduler:
             del self._in_flight[request_id]
             del problem.in_flight[request_id]
             problem.stats.add(request, result, actual)
+            self.totals.add(request, result, actual)
             strategy = problem.strategy
             if self.step_check is not None and isinstance(result, ScoreResult):
                 result = checked_scores(problem.problem_id, request, result, self.step_check)
