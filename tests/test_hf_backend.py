@@ -64,7 +64,7 @@ def test_n_samples_order_and_exact_token_counts(gen):
         assert res.num_generated_tokens == sum(len(t) for t in res.token_ids)
         for ids, reason, text in zip(res.token_ids, res.finish_reasons, res.texts):
             assert 1 <= len(ids) <= req.max_new_tokens
-            assert reason == ("length" if len(ids) == req.max_new_tokens and ids[-1] not in gen.eos_ids else "stop")
+            assert reason == ("eos" if ids[-1] in gen.eos_ids else "length" if len(ids) == req.max_new_tokens else "stop")
             assert text == gen.tokenizer.decode(ids, skip_special_tokens=True)
 
 
