@@ -40,6 +40,16 @@ class Task(ABC):
     def extract_answer(self, steps: list[str]) -> str | None:
         """The final answer a path states, normalized so equal answers compare equal."""
 
+    def system_prompt(self) -> str | None:
+        """The system turn a chat model reads before each prompt; None keeps the model's default."""
+        return None
+
+    def few_shot(self) -> list[tuple[str, str]]:
+        """Worked examples a chat model reads as earlier turns: ``(prompt, answer)`` pairs,
+        ``prompt`` as ``prompt()`` poses a problem and ``answer`` its steps joined by
+        ``step_delimiter``. None by default."""
+        return []
+
     def verify(self, problem: Problem, answer: str | None) -> bool | None:
         """True/False if the task can check ``answer`` exactly; None if it cannot."""
         return None
