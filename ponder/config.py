@@ -346,12 +346,10 @@ def _validate_gguf(m: ModelConfig, where: str) -> None:
 
 
 def _validate_chat_template(m: ModelConfig, where: str) -> None:
-    if m.chat_template in CHAT_TEMPLATES:
-        return
-    if where != "generator":
+    if where != "generator" and m.chat_template != "auto":
         raise ConfigError(f"{where}.chat_template must be 'auto': a verifier's input format comes from "
                           f"its PRM convention, got {m.chat_template!r}")
-    if not Path(m.chat_template).expanduser().is_file():
+    if m.chat_template not in CHAT_TEMPLATES and not Path(m.chat_template).expanduser().is_file():
         raise ConfigError(f"{where}.chat_template: unknown value {m.chat_template!r}; valid: "
                           f"{', '.join(CHAT_TEMPLATES)} or a Jinja template file")
 

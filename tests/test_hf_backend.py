@@ -122,7 +122,7 @@ def test_stop_string_cuts_at_first_occurrence(gen):
     assert stopped.texts[0] == decoded[:decoded.find(stop)]
     assert stop not in stopped.texts[0] and stopped.finish_reasons == ["stop"]
     assert stopped.num_generated_tokens == m < full.num_generated_tokens
-    assert untouched.finish_reasons == ["length", "length"]
+    assert "stop" not in untouched.finish_reasons  # its stop string never occurs: length, or EOS
     assert untouched.token_ids == gen.generate([other])[0].token_ids
 
 

@@ -29,7 +29,7 @@ from ponder.actors.backends.hf_cache import preallocated_cache
 from ponder.actors.backends.hf_model import (eos_ids, load_model, load_tokenizer, model_name, resolve_dtype,
                                              spec_from_model)
 from ponder.actors.backends.hf_verifier import HFVerifier, _prm_auto_class  # noqa: F401  (the factory finds both here)
-from ponder.kernels import sample
+from ponder.kernels import sampling_probs
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import GenerateRequest, GenerateResult
 
@@ -50,6 +50,33 @@ def cut_step(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     start = len(text) - len(text.lstrip())
     cut = min((i for i in (text.find(s, start) for s in stops) if i >= 0), default=-1)
     return (text[start:cut], True) if cut >= 0 else (text[start:], False)
+
+
+def draw(logits: torch.Tensor, temperature: float, top_p: float,
+         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token a row from ``sampling_probs`` (temperature, top-p) and its raw logprob.
+
+    Drawn by inverting each row's CDF at one uniform number: on CPU that costs a
+    cumulative sum, where the Gumbel draw of ``ponder.kernels.sample`` needs an
+    exponential variate for every vocabulary entry, a large share of a small
+    model's decode step.
+
+    Args:
+        logits: (B, V) raw next-token logits.
+        temperature: >= 0; 0 is greedy.
+        top_p: in (0, 1].
+        generator: the request's seeded generator.
+
+    Returns:
+        (tokens, logprobs): (B,) int64 and (B,) float32 under log_softmax(logits).
+    """
+    cdf = sampling_probs(logits, temperature, 0, top_p).cumsum(-1)  # (B, V)
+    u = torch.rand((logits.shape[0], 1), generator=generator, device=logits.device)  # (B, 1)
+    # right=True: the first entry whose CDF passes u, so a token of probability 0 is never drawn.
+    tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=logits.shape[1] - 1)[:, 0]  # (B,)
+    raw = logits.float()  # (B, V)
+    logprobs = raw.gather(1, tokens[:, None])[:, 0] - torch.logsumexp(raw, dim=-1)  # (B,)
+    return tokens, logprobs
 
 
 class _Rows:
@@ -188,7 +215,7 @@ class HFGenerator:
             by_request.setdefault(rows.request_of[row], []).append(k)
         for i, ks in by_request.items():
             req = requests[i]
-            picked, logprobs = sample(logits[ks], req.temperature, 0, req.top_p, generators[i])  # (r,), (r,)
+            picked, logprobs = draw(logits[ks], req.temperature, req.top_p, generators[i])  # (r,), (r,)
             for k, tok, lp in zip(ks, picked.tolist(), logprobs.tolist()):
                 tokens[k] = tok
                 rows.logprob[active[k]] += lp
