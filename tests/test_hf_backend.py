@@ -222,3 +222,26 @@ def test_remote_code_prm_loads_with_the_class_its_auto_map_names(tmp_path):
     assert _prm_auto_class(str(tmp_path), "reward_head", trust_remote_code=True) == "AutoModel"
     assert _prm_auto_class(str(tmp_path), "reward_head", trust_remote_code=False) == "AutoModelForTokenClassification"
     assert _prm_auto_class(str(tmp_path), "label_tokens", trust_remote_code=True) == "AutoModelForCausalLM"
+
+
+def test_preallocated_cache_decodes_like_a_dynamic_cache(gen):
+    from transformers import DynamicCache
+
+    from ponder.actors.backends.hf_cache import preallocated_cache
+
+    ids = torch.tensor([gen.tokenizer(PROMPT)["input_ids"]])  # (1, L)
+    runs = []
+    # Capacity for two new tokens only: the third step grows the buffers.
+    for cache in (DynamicCache(config=gen.model.config), preallocated_cache(gen.model.config, ids.shape[1] + 2)):
+        call = {gen._cache_arg: cache, "use_cache": True}
+        with torch.no_grad():
+            logits = [gen.model(input_ids=ids, **call).logits[:, -1]]
+            cache.reorder_cache(torch.tensor([0, 0, 0]))  # one prompt, three rows
+            for t in range(5):
+                if t == 3:
+                    cache.reorder_cache(torch.tensor([2, 0]))  # rows reordered and one dropped
+                step = torch.tensor([[5 + t], [7], [9 + t]][:3 if t < 3 else 2])  # (R, 1)
+                logits.append(gen.model(input_ids=step, **call).logits[:, -1])
+        runs.append(logits)
+    for dynamic, preallocated in zip(*runs):
+        assert torch.allclose(dynamic, preallocated, atol=1e-5)

@@ -79,7 +79,8 @@ def spec_from_config(cfg: Any, task: Any = None) -> BackendSpec:
 def _chat_kwargs(chat_template: str | None, task: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if chat_template not in (None, "auto"):
-        kwargs["chat_template"] = chat_template if chat_template == "none" else Path(chat_template).expanduser().read_text()
+        path = Path(chat_template).expanduser()
+        kwargs["chat_template"] = chat_template if chat_template == "none" else path.read_text()
     if task is not None:
         system_prompt, few_shot = task.system_prompt(), task.few_shot()
         if system_prompt:

@@ -67,10 +67,14 @@ class PreallocatedLayer(DynamicLayer):
         self.reorder_cache(indices)
 
     def _grow(self, end: int) -> None:
-        pad = max(end, 2 * self._keys.shape[-2]) - self._keys.shape[-2]
-        self._keys = torch.cat([self._keys, self._keys.new_empty((*self._keys.shape[:2], pad, self._keys.shape[-1]))], 2)
-        self._values = torch.cat([self._values, self._values.new_empty((*self._values.shape[:2], pad,
-                                                                        self._values.shape[-1]))], 2)
+        capacity = max(end, 2 * self._keys.shape[-2])
+        self._keys, self._values = (_extended(t, capacity) for t in (self._keys, self._values))
+
+
+def _extended(buffer: torch.Tensor, capacity: int) -> torch.Tensor:
+    grown = buffer.new_empty((*buffer.shape[:2], capacity, buffer.shape[-1]))  # (B, H, C', D)
+    grown[:, :, :buffer.shape[2]] = buffer
+    return grown
 
 
 def preallocated_cache(config, capacity: int) -> DynamicCache:

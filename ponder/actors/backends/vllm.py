@@ -242,7 +242,8 @@ class VLLMVerifier:
     """
 
     def __init__(self, model_path: str | Path, *, gguf_file: str | None = None, gguf_cache_dir: str | None = None,
-                 convention: PRMConvention | str | dict | None = None, tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0, enforce_eager: bool = False,
+                 convention: PRMConvention | str | dict | None = None,
+                 tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0, enforce_eager: bool = False,
                  gpu_memory_utilization: float = 0.9, kv_cache_memory_bytes: int | None = None,
                  max_model_len: int | None = None, trust_remote_code: bool = False, fallback_to_hf: bool = True,
                  hf_kwargs: dict[str, Any] | None = None, **llm_kwargs: Any):
