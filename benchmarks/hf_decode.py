@@ -21,10 +21,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 from _common import REPO, emit, parser, say
+
+# benchmarks/kernels.py would shadow the `kernels` package that transformers imports for GGUF.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 QUESTION_FILE = REPO / "tests" / "data" / "gsm8k_train_two.jsonl"
