@@ -78,6 +78,9 @@ class ChatFormat:
         Args:
             prefix: a request's prompt followed by the steps so far.
             prompt_end: where the prompt ends in ``prefix``; None: it is all prompt.
+
+        Raises:
+            ValueError: ``prompt_end`` outside ``prefix``.
         """
         end = len(prefix) if prompt_end is None else prompt_end
         if not 0 <= end <= len(prefix):
