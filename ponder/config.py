@@ -30,6 +30,7 @@ NEEDS_MODEL_PATH = ("hf", "vllm")  # backends with no default model to fall back
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement-group strategies
 RAY_MODES = ("ray", "inprocess")  # inprocess: no Ray, backends called directly (tests, benchmarks)
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
+CHAT_TEMPLATES = ("auto", "none")  # ponder.actors.backends.chat.TEMPLATE_MODES; else a Jinja file path
 MAX_BASE_DEPTH = 8  # how many ``base:`` files a config may chain
 PACKAGE_PREFIX = "pkg:"  # model_path "pkg:NAME[/sub/dir]": the folder of installed package NAME
 
@@ -45,7 +46,8 @@ class ModelConfig:
     backend: str = "embedded"  # one of BACKENDS, or "package.module:Class" of your own
     model_path: str | None = None  # a local checkpoint folder, or "pkg:NAME" for an installed
     # package's folder (resolved on the node that loads it); embedded: None = the shipped weights
-    gguf_file: str | None = None  # a GGUF file inside model_path
+    gguf_file: str | None = None  # hf, vllm: a .gguf file inside model_path, loaded instead of a checkpoint
+    chat_template: str = "auto"  # generator: one of CHAT_TEMPLATES (auto: the tokenizer's, if any) or a Jinja file
     num_replicas: int = 1  # actors serving this role; the pool routes between them
     num_cpus: float = 1.0  # per replica
     num_gpus: float = 0.0  # per replica; fractions share a GPU (e.g. 0.5 for two replicas)
@@ -371,12 +373,15 @@ def _validate_model(m: ModelConfig, where: str) -> None:
         _choice(f"{where}.backend", m.backend, tuple(BACKENDS), " or 'package.module:Class'")
     if m.backend in NEEDS_MODEL_PATH and not m.model_path:
         raise ConfigError(f"{where}.model_path is required for backend {m.backend!r} "
-                          f"(a local checkpoint folder with a config.json; ponder never downloads)")
+                          f"(a local checkpoint folder with a config.json, or the folder holding gguf_file; "
+                          f"ponder never downloads)")
     if m.model_path:
         try:  # only the form: the package need not be installed where the job is submitted
             _package_path(m.model_path)
         except ValueError as e:
             raise ConfigError(f"{where}.{e}") from None
+    _validate_gguf(m, where)
+    _validate_chat_template(m, where)
     _positive(f"{where}.num_replicas", m.num_replicas)
     _positive(f"{where}.tensor_parallel_size", m.tensor_parallel_size)
     if m.num_cpus < 0 or m.num_gpus < 0:
@@ -385,6 +390,31 @@ def _validate_model(m: ModelConfig, where: str) -> None:
     if m.num_gpus > 1 and m.num_gpus != int(m.num_gpus):
         raise ConfigError(f"{where}.num_gpus must be a fraction <= 1 or a whole number, got {m.num_gpus}")
     _choice(f"{where}.placement", m.placement, PLACEMENTS)
+
+
+def _validate_gguf(m: ModelConfig, where: str) -> None:
+    if m.gguf_file is None:
+        return
+    if m.backend not in NEEDS_MODEL_PATH:
+        raise ConfigError(f"{where}.gguf_file is for backends {', '.join(NEEDS_MODEL_PATH)}, not {m.backend!r}")
+    if not m.gguf_file.endswith(".gguf"):
+        raise ConfigError(f"{where}.gguf_file must name a .gguf file, got {m.gguf_file!r}")
+    try:
+        folder = Path(resolve_package_path(m.model_path)).expanduser()
+    except ValueError:  # a package not installed here may be on the nodes that run the model
+        return
+    # A folder that is not on this machine may be on the nodes that run the model: they check it.
+    if folder.is_dir() and not (folder / m.gguf_file).is_file():
+        raise ConfigError(f"{where}.gguf_file: no file {m.gguf_file!r} in model_path {m.model_path!r}")
+
+
+def _validate_chat_template(m: ModelConfig, where: str) -> None:
+    if where != "generator" and m.chat_template != "auto":
+        raise ConfigError(f"{where}.chat_template must be 'auto': a verifier's input format comes from "
+                          f"its PRM convention, got {m.chat_template!r}")
+    if m.chat_template not in CHAT_TEMPLATES and not Path(m.chat_template).expanduser().is_file():
+        raise ConfigError(f"{where}.chat_template: unknown value {m.chat_template!r}; valid: "
+                          f"{', '.join(CHAT_TEMPLATES)} or a Jinja template file")
 
 
 def _validate_search(s: SearchConfig, has_verifier: bool) -> None:

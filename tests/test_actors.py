@@ -72,9 +72,15 @@ def test_packed_calls_answer_like_plain_ones():
         ScriptedVerifier(PROBLEMS, seed=3).score(scores)
 
 
+def test_prompt_counts_and_renders_are_none_for_a_backend_without_a_tokenizer():
+    actor = GeneratorActor(BackendSpec("scripted", dict(problems=PROBLEMS, seed=3)))
+    assert actor.count_prompt_tokens(gen_requests(0, 2)) is None
+    assert actor.render_prompts(gen_requests(0, 2)) is None
+
+
 def test_the_wire_format_round_trips_every_message_class():
     batches = [
-        [GenerateRequest(1, "x", n=2, stop=("\n", "END"), seed=None, prefix_id="p:0"),
+        [GenerateRequest(1, "xz", n=2, stop=("\n", "END"), seed=None, prefix_id="p:0", prompt_end=1),
          GenerateRequest(2, "y\u00e9", temperature=0.0, top_p=0.9, seed=7)],
         [GenerateResult(3, ["a", ""], [[1, 2], []], [-0.5, -1e-9], 6, 3, 2, ["stop", "length"])],
         [ScoreRequest(4, "q", [["s1", "s2"], []], prefix_id="p:1")],

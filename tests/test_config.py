@@ -228,3 +228,59 @@ def test_every_strategy_runs_from_game24_yaml_by_its_name_alone(tmp_path, strate
     summary = run_inprocess(config, problems, tmp_path, gen, ver, task=task)
     assert summary["num_problems"] == 2 and summary["strategy"] == strategy
     assert {line["id"] for line in read_results(tmp_path)} == {p.problem_id for p in problems}
+
+
+def test_gguf_file_must_be_in_model_path(tmp_path):
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    ok = load_config(data={"generator": {"backend": "hf", "model_path": str(tmp_path), "gguf_file": "model.gguf"}})
+    assert ok.generator.gguf_file == "model.gguf" and ok.generator.chat_template == "auto"
+    with pytest.raises(ConfigError, match=r"^generator\.gguf_file: no file 'other\.gguf' in model_path") as err:
+        load_config(data={"generator": {"backend": "hf", "model_path": str(tmp_path), "gguf_file": "other.gguf"}})
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"^verifier\.gguf_file must name a \.gguf file"):
+        load_config(data={"verifier": {"backend": "vllm", "model_path": str(tmp_path), "gguf_file": "model.bin"}})
+    with pytest.raises(ConfigError, match=r"^generator\.gguf_file is for backends hf, vllm"):
+        load_config(data={"generator": {"gguf_file": "model.gguf"}})
+
+
+def test_chat_template_modes_and_files(tmp_path):
+    template = tmp_path / "chat.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    for value in ("auto", "none", str(template)):
+        assert load_config(overrides=[f"generator.chat_template={value}"]).generator.chat_template == value
+    with pytest.raises(ConfigError, match=r"^generator\.chat_template: unknown value 'chatml'; valid: auto, none"):
+        load_config(overrides=["generator.chat_template=chatml"])
+    with pytest.raises(ConfigError, match=r"^verifier\.chat_template must be 'auto'"):
+        load_config(overrides=["verifier.chat_template=none"])
+
+
+def test_backend_spec_carries_gguf_chat_template_and_task_prompts(tmp_path):
+    from ponder.actors.factory import spec_from_config
+    from ponder.tasks.base import Task
+
+    class Chatty(Task):
+        name = "chatty"
+
+        def prompt(self, problem):
+            return problem.problem
+
+        def is_terminal(self, step):
+            return True
+
+        def extract_answer(self, steps):
+            return None
+
+        def system_prompt(self):
+            return "Think step by step."
+
+        def few_shot(self):
+            return [("1+1?", "#### 2")]
+
+    template = tmp_path / "chat.jinja"
+    template.write_text("{{ messages[0]['content'] }}")
+    cfg = {"backend": "hf", "model_path": "/m", "gguf_file": "m.gguf", "chat_template": str(template)}
+    spec = spec_from_config(cfg, Chatty())
+    assert spec.kwargs == {"model_path": "/m", "gguf_file": "m.gguf", "chat_template": template.read_text(),
+                           "system_prompt": "Think step by step.", "few_shot": [["1+1?", "#### 2"]]}
+    assert spec_from_config({"backend": "embedded"}, Chatty()).kwargs == {}  # no chat format to give
+    assert spec_from_config({"backend": "hf", "model_path": "/m"}).kwargs == {"model_path": "/m"}

@@ -65,7 +65,7 @@ def test_n_samples_order_and_exact_token_counts(gen):
         assert res.num_generated_tokens == sum(len(t) for t in res.token_ids)
         for ids, reason, text in zip(res.token_ids, res.finish_reasons, res.texts):
             assert 1 <= len(ids) <= req.max_new_tokens
-            assert reason == ("length" if len(ids) == req.max_new_tokens and ids[-1] not in gen.eos_ids else "stop")
+            assert reason == ("eos" if ids[-1] in gen.eos_ids else "length" if len(ids) == req.max_new_tokens else "stop")
             assert text == gen.tokenizer.decode(ids, skip_special_tokens=True)
 
 
@@ -123,7 +123,7 @@ def test_stop_string_cuts_at_first_occurrence(gen):
     assert stopped.texts[0] == decoded[:decoded.find(stop)]
     assert stop not in stopped.texts[0] and stopped.finish_reasons == ["stop"]
     assert stopped.num_generated_tokens == m < full.num_generated_tokens
-    assert untouched.finish_reasons == ["length", "length"]
+    assert "stop" not in untouched.finish_reasons  # its stop string never occurs: length, or EOS
     assert untouched.token_ids == gen.generate([other])[0].token_ids
 
 
@@ -223,3 +223,26 @@ def test_remote_code_prm_loads_with_the_class_its_auto_map_names(tmp_path):
     assert _prm_auto_class(str(tmp_path), "reward_head", trust_remote_code=True) == "AutoModel"
     assert _prm_auto_class(str(tmp_path), "reward_head", trust_remote_code=False) == "AutoModelForTokenClassification"
     assert _prm_auto_class(str(tmp_path), "label_tokens", trust_remote_code=True) == "AutoModelForCausalLM"
+
+
+def test_preallocated_cache_decodes_like_a_dynamic_cache(gen):
+    from transformers import DynamicCache
+
+    from ponder.actors.backends.hf_cache import preallocated_cache
+
+    ids = torch.tensor([gen.tokenizer(PROMPT)["input_ids"]])  # (1, L)
+    runs = []
+    # Capacity for two new tokens only: the third step grows the buffers.
+    for cache in (DynamicCache(config=gen.model.config), preallocated_cache(gen.model.config, ids.shape[1] + 2)):
+        call = {gen._cache_arg: cache, "use_cache": True}
+        with torch.no_grad():
+            logits = [gen.model(input_ids=ids, **call).logits[:, -1]]
+            cache.reorder_cache(torch.tensor([0, 0, 0]))  # one prompt, three rows
+            for t in range(5):
+                if t == 3:
+                    cache.reorder_cache(torch.tensor([2, 0]))  # rows reordered and one dropped
+                step = torch.tensor([[5 + t], [7], [9 + t]][:3 if t < 3 else 2])  # (R, 1)
+                logits.append(gen.model(input_ids=step, **call).logits[:, -1])
+        runs.append(logits)
+    for dynamic, preallocated in zip(*runs):
+        assert torch.allclose(dynamic, preallocated, atol=1e-5)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ponder.config import BACKENDS, resolve_package_path  # BACKENDS: name -> (module, generator, verifier)
+
+CHAT_BACKENDS = ("hf", "vllm")  # backends that render prompts in a chat format (ponder.actors.backends.chat)
 
 ROLES = ("generator", "verifier")
 # (backend name, role, kwarg) -> (module, class): a backend that a kwarg turns into another
@@ -39,29 +42,52 @@ class BackendSpec:
     num_threads: int = 1
 
 
-def spec_from_config(cfg: Any) -> BackendSpec:
+def spec_from_config(cfg: Any, task: Any = None) -> BackendSpec:
     """The BackendSpec of one model role's config.
 
     Args:
         cfg: a ``ponder.config.ModelConfig`` or a dict with its fields (``backend``,
-            ``model_path``, ``kwargs``, ``num_cpus``, ``tensor_parallel_size``).
+            ``model_path``, ``gguf_file``, ``chat_template``, ``kwargs``, ``num_cpus``,
+            ``tensor_parallel_size``).
+        task: the job's ``ponder.tasks.base.Task``, for a generator: its system prompt
+            and few-shot examples go to a chat backend (hf, vllm).
 
     Returns:
         The spec: ``kwargs`` plus ``model_path`` and ``gguf_file`` when set, plus
-        ``tensor_parallel_size`` for vllm (which spreads one replica over its GPUs).
+        ``tensor_parallel_size`` for vllm (which spreads one replica over its GPUs);
+        for hf and vllm a ``chat_template`` other than "auto" (a file's text, read
+        here so that actors on other nodes need no copy) and the task's prompts.
+
+    Raises:
+        OSError: a chat template file that cannot be read.
     """
     get = cfg.get if isinstance(cfg, dict) else lambda key, default=None: getattr(cfg, key, default)
     name = get("backend", "embedded")
     kwargs = dict(get("kwargs", None) or {})
-    if get("model_path", None):
-        kwargs.setdefault("model_path", get("model_path"))
-    if get("gguf_file", None):
-        kwargs.setdefault("gguf_file", get("gguf_file"))
+    for key in ("model_path", "gguf_file"):
+        if get(key, None):
+            kwargs.setdefault(key, get(key))
+    if name in CHAT_BACKENDS:
+        kwargs.update({k: v for k, v in _chat_kwargs(get("chat_template", "auto"), task).items() if k not in kwargs})
     tp = int(get("tensor_parallel_size", 1) or 1)
     if name == "vllm":
         kwargs.setdefault("tensor_parallel_size", tp)
     num_threads = max(1, int(get("num_cpus", 1) or 1))
     return BackendSpec(name=name, kwargs=kwargs, num_threads=num_threads)
+
+
+def _chat_kwargs(chat_template: str | None, task: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if chat_template not in (None, "auto"):
+        path = Path(chat_template).expanduser()
+        kwargs["chat_template"] = chat_template if chat_template == "none" else path.read_text()
+    if task is not None:
+        system_prompt, few_shot = task.system_prompt(), task.few_shot()
+        if system_prompt:
+            kwargs["system_prompt"] = system_prompt
+        if few_shot:
+            kwargs["few_shot"] = [list(pair) for pair in few_shot]  # plain lists: pickled to actors
+    return kwargs
 
 
 def resolve_backend_class(name: str, role: str) -> type:

@@ -28,6 +28,9 @@ class GenerateRequest:
 
     ``prefix_id`` names the tree node the prefix ends at (``"problem:node"``);
     pools use it to route siblings to the replica that already caches the prefix.
+    ``prompt_end`` says where the task's prompt ends in ``prefix`` (the rest is the
+    steps so far): a chat backend renders the prompt as the user turn and continues
+    the steps as the assistant's. None: the whole prefix is the prompt.
     """
 
     request_id: int
@@ -39,13 +42,17 @@ class GenerateRequest:
     top_p: float = 1.0
     seed: int | None = None
     prefix_id: str = ""
+    prompt_end: int | None = None
 
 
 @dataclass(slots=True)
 class GenerateResult:
     """``n`` samples for one GenerateRequest, in sample order.
 
-    ``texts[i]`` excludes the prefix and the matched stop string.
+    ``texts[i]`` excludes the prefix and the matched stop string. A finish reason
+    is "stop" (a stop string ended the sample), "eos" (the model ended its answer:
+    the path is over) or "length" (``max_new_tokens`` ran out). ``num_prompt_tokens``
+    counts the prompt as the model read it (chat template, system prompt and all).
     """
 
     request_id: int
@@ -55,7 +62,7 @@ class GenerateResult:
     num_prompt_tokens: int
     num_cached_prompt_tokens: int
     num_generated_tokens: int
-    finish_reasons: list[str] = field(default_factory=list)  # "stop" | "length"
+    finish_reasons: list[str] = field(default_factory=list)  # "stop" | "eos" | "length"
 
 
 @dataclass(slots=True)

@@ -86,52 +86,15 @@ class Task(ABC):
         return None
 
     def few_shot(self) -> list[tuple[str, str]]:
-        """Worked examples as ``(problem, solution)`` pairs, fixed for the task's settings.
+        """Worked examples as ``(prompt, solution)`` pairs, fixed for the task's settings.
 
-        A solution's steps are joined by ``step_delimiter``, as the model should write
-        them. Examples come from train problems only, never from a test split.
+        ``prompt`` poses the example's problem as ``prompt()`` poses a problem; the
+        solution's steps are joined by ``step_delimiter``, as the model should write them.
+        Examples come from train problems only, never from a test split. A chat backend
+        renders them as earlier user / assistant turns, a raw one as text ahead of the
+        prompt (``ponder.actors.backends.chat``).
         """
         return []
-
-    def user_prompt(self, problem: Problem) -> str:
-        """The user's message that poses ``problem`` to a chat model (the problem text)."""
-        return problem.problem
-
-    def chat_messages(self, problem: Problem) -> list[dict[str, str]]:
-        """The conversation that poses ``problem`` to a chat model, before the answer.
-
-        Returns:
-            ``[{"role": "system" | "user" | "assistant", "content": ...}, ...]``: the
-            system prompt (if any), each few-shot example as a user and an assistant
-            turn, then the user's turn for ``problem``. An example whose problem text is
-            ``problem``'s own is left out, so a train problem never sees its solution.
-        """
-        messages = []
-        system = self.system_prompt()
-        if system:
-            messages.append({"role": "system", "content": system})
-        for question, solution in self.few_shot():
-            if question.strip() == problem.problem.strip():
-                continue
-            messages.append({"role": "user", "content": self.user_prompt(Problem("", question))})
-            messages.append({"role": "assistant", "content": solution})
-        messages.append({"role": "user", "content": self.user_prompt(problem)})
-        return messages
-
-    def plain_prompt(self, problem: Problem) -> str:
-        """The chat parts as one text for a base model (no chat template).
-
-        The system prompt, then ``Question: ...`` / ``Answer:`` blocks for the few-shot
-        examples and for ``problem``. The text ends with ``step_delimiter``, so the
-        first step follows a delimiter just as every later step does.
-        """
-        blocks = [system] if (system := self.system_prompt()) else []
-        for message in self.chat_messages(problem):
-            if message["role"] == "user":
-                blocks.append(f"Question: {message['content']}\nAnswer:")
-            elif message["role"] == "assistant":
-                blocks[-1] += self.step_delimiter + message["content"]
-        return "\n\n".join(blocks) + self.step_delimiter
 
     def split_steps(self, text: str) -> list[str]:
         """A whole solution's steps, split at ``step_delimiter``; blank lines make no step.

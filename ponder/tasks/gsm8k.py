@@ -143,11 +143,14 @@ class Gsm8kTask(Task):
         """The first ``num_few_shot`` train problems with their reference solutions."""
         if not self.num_few_shot:
             return []
-        return [(r["question"], self.step_delimiter.join(solution_steps(r["answer"])))
+        return [(r["question"].strip() + self.step_delimiter,
+                 self.step_delimiter.join(solution_steps(r["answer"])))
                 for r in read_split("train")[: self.num_few_shot]]
 
     def prompt(self, problem: Problem) -> str:
-        return self.plain_prompt(problem)
+        """The problem text; a chat backend makes it the user turn, after the system prompt
+        and few-shot turns (``ponder.actors.backends.chat``)."""
+        return problem.problem.strip() + self.step_delimiter
 
     def is_terminal(self, step: str) -> bool:
         lower = step.lower()

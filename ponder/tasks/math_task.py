@@ -59,7 +59,9 @@ class MathTask(Task):
         return SYSTEM_PROMPT
 
     def prompt(self, problem: Problem) -> str:
-        return self.plain_prompt(problem)
+        """The problem text; a chat backend makes it the user turn, after the system prompt
+        and few-shot turns (``ponder.actors.backends.chat``)."""
+        return problem.problem.strip() + self.step_delimiter
 
     def is_terminal(self, step: str) -> bool:
         return last_boxed(step) is not None

@@ -13,6 +13,11 @@ from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest
 
 
 class GeneratorBackend(Protocol):
+    """A generator; one with a real tokenizer (hf, vllm) also has the optional methods
+    ``count_prompt_tokens(requests) -> list[int]`` (prompt tokens a sample, as
+    ``generate`` reports them) and ``render_prompt(request) -> str`` (the text the model
+    reads, chat template included), which ``GeneratorActor`` exposes."""
+
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         """One result per request, in request order."""
         ...

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import torch
 
-from ponder.actors.backends.hf import load_tokenizer, resolve_dtype, resolve_model_path, spec_from_model
+from ponder.actors.backends.checkpoint import pretrained_kwargs, resolve_model_path
+from ponder.actors.backends.hf_model import load_tokenizer, model_name, resolve_dtype, spec_from_model
 from ponder.actors.backends.prm import PRMConvention, pick_convention, step_probs
 from ponder.actors.backends.prm_input import check_length, encode_path, label_token_ids
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import ScoreRequest, ScoreResult
 
 
-def _prm_auto_class(path: str, mode: str, trust_remote_code: bool) -> str:
+def _prm_auto_class(path: str, mode: str, trust_remote_code: bool, gguf_file: str | None = None) -> str:
     """The auto class a PRM loads with; a checkpoint whose remote code maps only AutoModel
     (Qwen2.5-Math-PRM's ``Qwen2ForProcessRewardModel``) loads with AutoModel.
 
@@ -31,6 +32,8 @@ def _prm_auto_class(path: str, mode: str, trust_remote_code: bool) -> str:
     """
     if mode == "label_tokens":
         return "AutoModelForCausalLM"
+    if gguf_file is not None:  # a GGUF file has no config.json, hence no remote code map
+        return "AutoModelForTokenClassification"
     config = json.loads((Path(path) / "config.json").read_text())
     if "Qwen2ForProcessRewardModel" in (config.get("architectures") or []) and not trust_remote_code:
         raise ValueError("Qwen2ForProcessRewardModel ships its own modelling code: set "
@@ -45,7 +48,8 @@ class HFVerifier:
     """VerifierBackend: a transformers PRM that scores every step of every path.
 
     Args:
-        model_path: local PRM checkpoint folder.
+        model_path: local PRM checkpoint folder (or the folder holding ``gguf_file``).
+        gguf_file: a GGUF file in ``model_path`` to load instead of a checkpoint.
         prm: a preset name ("qwen2.5-math-prm", "math-shepherd", "rlhflow",
             "skywork-prm"), a dict of :class:`PRMConvention` fields or an instance;
             None: detected from the checkpoint (``detect_preset``).
@@ -71,12 +75,12 @@ class HFVerifier:
     def __init__(self, model_path: str | Path, *, prm: PRMConvention | str | dict | None = None,
                  convention: PRMConvention | str | dict | None = None, dtype: str = "float32", device: str = "cpu",
                  auto_class: str | None = None, max_batch_paths: int = 16, max_length: int | None = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, gguf_file: str | None = None):
         import transformers
 
-        path = resolve_model_path(model_path)
+        path = resolve_model_path(model_path, gguf_file)
         self.device = torch.device(device)
-        self.tokenizer = load_tokenizer(path, trust_remote_code)
+        self.tokenizer = load_tokenizer(path, trust_remote_code, gguf_file)
         self.convention = pick_convention(path, prm, convention, self.tokenizer)
         mode = self.convention.mode
         if mode == "value_head":
@@ -84,17 +88,17 @@ class HFVerifier:
 
             self.model = load_value_head_prm(path, resolve_dtype(dtype), trust_remote_code)
         else:
-            loader = getattr(transformers, auto_class or _prm_auto_class(path, mode, trust_remote_code))
+            loader = getattr(transformers, auto_class or _prm_auto_class(path, mode, trust_remote_code, gguf_file))
             self.model = loader.from_pretrained(
-                path, local_files_only=True, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code
-            )
+                path, local_files_only=True, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+                **pretrained_kwargs(gguf_file))
         self.model = self.model.to(self.device).eval()
         self.label_ids = None
         if mode == "label_tokens":
             self.label_ids = list(label_token_ids(self.tokenizer, self.convention.label_tokens))
         self.max_batch_paths = max_batch_paths
         self.max_length = max_length or _context_length(self.model.config, self.tokenizer)
-        self._spec = spec_from_model(Path(path).name, self.model)
+        self._spec = spec_from_model(model_name(path, gguf_file), self.model)
 
     def model_spec(self) -> ModelSpec:
         """Non-embedding parameters, layers and width of the loaded PRM."""

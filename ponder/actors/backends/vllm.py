@@ -11,6 +11,11 @@ seed ``seed + k``, as vLLM itself does for ``n > 1``), because vLLM reports
 ``num_cached_tokens`` for one sample only when ``n > 1``; one request per sample
 makes the cached-token count exact. All requests of a batch go to one
 ``llm.generate`` call, so vLLM's scheduler batches them and shares prefixes.
+
+A GGUF model (``gguf_file``) is unpacked once into a checkpoint folder in a cache
+(``checkpoint.dequantized_checkpoint``) and served from there. Prompts go through
+the chat format of ``chat.py`` (the tokenizer's template by default) and reach
+vLLM as token ids, so no BOS is added twice.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from ponder.actors.backends.chat import ChatFormat
+from ponder.actors.backends.checkpoint import dequantized_checkpoint, resolve_model_path
 from ponder.actors.backends.prm import PRMConvention, pick_convention, step_probs
 from ponder.actors.backends.prm_input import check_length, encode_path, label_token_ids
 from ponder.search.flops import ModelSpec
@@ -44,13 +51,17 @@ def _import_vllm():
 
 
 def _checkpoint_path(model_path: str | Path) -> str:
-    path = Path(model_path).expanduser()
-    if not (path / "config.json").is_file():
-        raise ValueError(
-            f"model path {str(model_path)!r} is not a local checkpoint folder with a config.json "
-            "(models are never downloaded: save one with save_pretrained and pass its folder)"
-        )
-    return str(path)
+    return resolve_model_path(model_path)
+
+
+def _serving_path(model_path: str | Path, gguf_file: str | None, gguf_cache_dir: str | None,
+                  trust_remote_code: bool) -> str:
+    """The checkpoint folder vLLM serves: ``model_path``, or a GGUF file's unpacked copy."""
+    if gguf_file is None:
+        return _checkpoint_path(model_path)
+    resolve_model_path(model_path, gguf_file)  # a missing file fails before vLLM is imported
+    _import_vllm()
+    return dequantized_checkpoint(model_path, gguf_file, gguf_cache_dir, trust_remote_code)
 
 
 def spec_from_checkpoint(model_path: str | Path) -> ModelSpec:
@@ -108,7 +119,10 @@ class VLLMGenerator:
     """GeneratorBackend on ``vllm.LLM`` with prefix caching.
 
     Args:
-        model_path: local checkpoint folder.
+        model_path: local checkpoint folder, or the folder holding ``gguf_file``.
+        gguf_file: a ``.gguf`` file in ``model_path``, served from its unpacked copy.
+        gguf_cache_dir: where unpacked copies live (default ``~/.cache/ponder/gguf``).
+        chat_template, system_prompt, few_shot: the chat format, as for ``HFGenerator``.
         tensor_parallel_size: GPUs one replica spans.
         dtype: vLLM dtype ("auto" reads the checkpoint's).
         seed: engine seed, used by requests without a seed of their own.
@@ -125,11 +139,13 @@ class VLLMGenerator:
         ImportError: vLLM is not installed.
     """
 
-    def __init__(self, model_path: str | Path, *, tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0,
-                 enforce_eager: bool = False, gpu_memory_utilization: float = 0.9,
+    def __init__(self, model_path: str | Path, *, gguf_file: str | None = None, gguf_cache_dir: str | None = None,
+                 chat_template: str | None = "auto", system_prompt: str | None = None,
+                 few_shot: Sequence[Sequence[str]] = (), tensor_parallel_size: int = 1, dtype: str = "auto",
+                 seed: int = 0, enforce_eager: bool = False, gpu_memory_utilization: float = 0.9,
                  kv_cache_memory_bytes: int | None = None, max_model_len: int | None = None,
                  enable_prefix_caching: bool = True, trust_remote_code: bool = False, **llm_kwargs: Any):
-        path = _checkpoint_path(model_path)
+        path = _serving_path(model_path, gguf_file, gguf_cache_dir, trust_remote_code)
         vllm = _import_vllm()
         self._sampling_params = vllm.SamplingParams
         self._spec = spec_from_checkpoint(path)
@@ -137,10 +153,19 @@ class VLLMGenerator:
         self.llm = vllm.LLM(**_engine_kwargs(path, tensor_parallel_size, dtype, seed, enforce_eager,
                                              gpu_memory_utilization, kv_cache_memory_bytes, max_model_len,
                                              trust_remote_code, llm_kwargs))
+        self.chat = ChatFormat(self.llm.get_tokenizer(), chat_template, system_prompt, few_shot)
 
     def model_spec(self) -> ModelSpec:
         """Non-embedding parameters, layers and width, from the checkpoint."""
         return self._spec
+
+    def render_prompt(self, request: GenerateRequest) -> str:
+        """The text the model reads for ``request``: its prompt in the chat format, then its steps."""
+        return self.chat.render(request.prefix, request.prompt_end)
+
+    def count_prompt_tokens(self, requests: list[GenerateRequest]) -> list[int]:
+        """Each request's prompt tokens for one sample, as ``generate`` counts them."""
+        return [len(self.chat.encode(r.prefix, r.prompt_end)) for r in requests]
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         """Sample every request's ``n`` continuations in one ``llm.generate`` call; results in request order.
@@ -156,8 +181,9 @@ class VLLMGenerator:
             if req.n < 1 or req.max_new_tokens < 1:
                 raise ValueError(f"request {req.request_id}: n and max_new_tokens must be >= 1, "
                                  f"got {req.n}, {req.max_new_tokens}")
+            prompt = {"prompt_token_ids": self.chat.encode(req.prefix, req.prompt_end)}
             for k in range(req.n):
-                prompts.append(req.prefix)
+                prompts.append(prompt)
                 params.append(self._sampling_params(
                     n=1, temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_new_tokens,
                     stop=[s for s in req.stop if s] or None, seed=None if req.seed is None else req.seed + k,
@@ -182,8 +208,14 @@ def _result(req: GenerateRequest, outs: list) -> GenerateResult:
         num_prompt_tokens=sum(len(o.prompt_token_ids) for o in outs),
         num_cached_prompt_tokens=sum(o.num_cached_tokens or 0 for o in outs),
         num_generated_tokens=sum(len(t) for t in token_ids),
-        finish_reasons=[str(c.finish_reason) for c in completions],
+        finish_reasons=[_finish_reason(c) for c in completions],
     )
+
+
+def _finish_reason(completion) -> str:
+    """vLLM's reason in ponder's terms: "stop" with no stop string matched is EOS, "eos"."""
+    reason = str(completion.finish_reason)
+    return "eos" if reason == "stop" and completion.stop_reason is None else reason
 
 
 class VLLMVerifier:
@@ -201,7 +233,8 @@ class VLLMVerifier:
     otherwise vLLM refuses it and the hf fallback scores.
 
     Args:
-        model_path: local PRM checkpoint folder.
+        model_path: local PRM checkpoint folder, or the folder holding ``gguf_file``.
+        gguf_file, gguf_cache_dir: a GGUF PRM, served from its unpacked copy.
         prm: a preset name, a dict of :class:`PRMConvention` fields or an instance;
             None: detected from the checkpoint.
         convention: the older name of ``prm``.
@@ -215,7 +248,8 @@ class VLLMVerifier:
         ImportError: vLLM is missing and ``fallback_to_hf`` is False.
     """
 
-    def __init__(self, model_path: str | Path, *, prm: PRMConvention | str | dict | None = None,
+    def __init__(self, model_path: str | Path, *, gguf_file: str | None = None, gguf_cache_dir: str | None = None,
+                 prm: PRMConvention | str | dict | None = None,
                  convention: PRMConvention | str | dict | None = None,
                  tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0, enforce_eager: bool = False,
                  gpu_memory_utilization: float = 0.9, kv_cache_memory_bytes: int | None = None,
@@ -223,7 +257,9 @@ class VLLMVerifier:
                  hf_kwargs: dict[str, Any] | None = None, **llm_kwargs: Any):
         from transformers import AutoTokenizer  # optional dependency: lazy
 
-        path = _checkpoint_path(model_path)
+        # Unpacked without asking for vLLM first: the hf fallback serves the same folder.
+        path = (dequantized_checkpoint(model_path, gguf_file, gguf_cache_dir, trust_remote_code) if gguf_file
+                else _checkpoint_path(model_path))
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
         self.convention = pick_convention(path, prm, convention, self.tokenizer)
         self.max_length = max_model_len or json.loads((Path(path) / "config.json").read_text()).get(

@@ -42,7 +42,7 @@ def step_request(strategy: Strategy, node_id: int, n: int, seed: int,
         request_id=strategy.next_request_id(), prefix=tree.prefix(node_id), n=n,
         max_new_tokens=params.max_step_tokens, stop=(strategy.task.step_delimiter,),
         temperature=params.temperature if temperature is None else temperature,
-        top_p=params.top_p, seed=seed, prefix_id=tree.prefix_id(node_id))
+        top_p=params.top_p, seed=seed, prefix_id=tree.prefix_id(node_id), prompt_end=len(tree.prompt))
 
 
 def score_request(strategy: Strategy, node_ids: Sequence[int],
@@ -57,9 +57,12 @@ def score_request(strategy: Strategy, node_ids: Sequence[int],
 
 # -- growing the tree -------------------------------------------------------------
 
-def finish_if_terminal(tree: Tree, task: SearchTask, node: Node) -> None:
-    """Mark ``node`` TERMINAL, with its extracted answer, if it ends a solution or hits max depth."""
-    if task.is_terminal(node.text) or node.depth >= task.max_steps:
+def finish_if_terminal(tree: Tree, task: SearchTask, node: Node, ended: bool = False) -> None:
+    """Mark ``node`` TERMINAL, with its extracted answer, if it ends a solution or hits max depth.
+
+    ``ended``: the model ended its answer after this step (finish reason "eos").
+    """
+    if ended or task.is_terminal(node.text) or node.depth >= task.max_steps:
         node.status = NodeStatus.TERMINAL
         node.answer = task.extract_answer(tree.steps(node.node_id))
 
@@ -85,7 +88,8 @@ def add_children(tree: Tree, task: SearchTask, parent_id: int, result: GenerateR
         token_ids = tuple(result.token_ids[i]) if i < len(result.token_ids) else ()
         logprob = result.cumulative_logprobs[i] if i < len(result.cumulative_logprobs) else 0.0
         node = tree.add_child(parent_id, text, token_ids, logprob=logprob)
-        finish_if_terminal(tree, task, node)
+        ended = i < len(result.finish_reasons) and result.finish_reasons[i] == "eos"
+        finish_if_terminal(tree, task, node, ended)
         new_ids.append(node.node_id)
         if merge_duplicates:
             siblings[text] = node.node_id

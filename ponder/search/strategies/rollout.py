@@ -64,7 +64,8 @@ class Rollouts:
         tail.append(result.texts[0])
         task = self.strategy.task
         depth = self.strategy.tree[node_id].depth + len(tail)
-        if len(tail) < self.depth and depth < task.max_steps and not task.is_terminal(tail[-1]):
+        ended = result.finish_reasons[:1] == ["eos"]  # the model ended its answer
+        if len(tail) < self.depth and depth < task.max_steps and not task.is_terminal(tail[-1]) and not ended:
             self._send(node_id)
 
     def _send(self, node_id: int) -> None:
@@ -76,6 +77,7 @@ class Rollouts:
             prefix=tree.prefix(node_id) + "".join(step + delimiter for step in tail),
             n=1, max_new_tokens=strategy.params.max_step_tokens, stop=(delimiter,),
             temperature=self.temperature, top_p=strategy.params.top_p,
-            seed=(self._seeds[node_id] + len(tail)) % 2**31, prefix_id=tree.prefix_id(node_id))
+            seed=(self._seeds[node_id] + len(tail)) % 2**31, prefix_id=tree.prefix_id(node_id),
+            prompt_end=len(tree.prompt))
         self._in_flight[request.request_id] = node_id
         self._outbox.append(request)
