@@ -34,6 +34,7 @@ from ponder.tasks import get_task  # noqa: E402
 from ponder.tasks.loader import load_problems  # noqa: E402
 
 torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "gsm8k_train_two.jsonl"
 
 
@@ -77,7 +78,7 @@ def test_the_prompt_runs_in_the_models_chat_template(gen, task, problems):
     # SmolLM2's template: its default system turn, the prompt as the user turn, the steps as the assistant's.
     assert text.startswith("<|im_start|>system\n")
     assert f"<|im_start|>user\n{prompt.strip()}<|im_end|>\n" in text
-    assert text.endswith("<|im_start|>assistant\nNatalia sold 48/2 = 24 clips in May.\n")
+    assert text.endswith("<|im_start|>assistant\nNatalia sold 48/2 = 24 clips in May." + task.step_delimiter)
     start = gen.tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert prompt_ids(gen, request)[0] == start and prompt_ids(gen, request).count(start) == 3
 
@@ -107,7 +108,8 @@ def test_real_prompt_token_counts(gen, first_steps):
 
 def test_next_step_continues_the_assistant_turn(gen, task, problems, first_steps):
     _, results = first_steps
-    first = next(t for t, r in zip(results[0].texts, results[0].finish_reasons) if r == "stop")
+    ended = [t for t, r in zip(results[0].texts, results[0].finish_reasons) if r == "stop"]
+    first = (ended or [t.strip() or "Natalia sold 24 clips in May." for t in results[0].texts])[0]
     request = step_request(task, task.prompt(problems[0]), [first], 5, n=2)
     result = gen.generate([request])[0]
     assert result.num_prompt_tokens == 2 * len(prompt_ids(gen, request))
@@ -171,3 +173,41 @@ def test_dequantized_checkpoint_is_written_once_per_file(tmp_path, monkeypatch):
     (model / "m.gguf").write_bytes(b"GGUF v2, replaced")  # a new size: a new copy
     assert checkpoint.dequantized_checkpoint(model, "m.gguf", tmp_path / "cache") != first
     assert calls == ["m.gguf", "m.gguf"]
+
+
+def test_a_gsm8k_job_end_to_end_prices_real_tokens_and_holds_its_cap(tmp_path, task, problems):
+    """configs/gsm8k_smollm2.yaml as a user runs it (in process, smaller): best-of-2 with a
+    majority vote, the default token-bound slack (the chat template's overhead is priced from
+    the model), a FLOP cap; answers extracted, real counts settled, traces with the prompt."""
+    import json
+
+    from ponder.config import load_config
+    from ponder.engine.solve import solve
+    from ponder.search.flops import flops
+
+    cap = 3 * 10**11
+    config = load_config(REPO / "configs" / "gsm8k_smollm2.yaml", [
+        "ray.mode=inprocess", "output.progress=off", "budget.token_bound_slack=16",
+        f"budget.flops_per_problem={cap}", "search.params.n=2", "search.params.max_solution_tokens=96",
+        "generator.num_cpus=1"])
+    summary = solve(config, str(DATA), tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert summary["num_problems"] == 2 and summary.get("num_failed", 0) == 0
+    trees = {t["problem_id"]: t for t in map(json.loads, (tmp_path / "trees.jsonl").read_text().splitlines())}
+    gen = HFGenerator(SMOL_DIR, gguf_file=GGUF, system_prompt=task.system_prompt())
+    spec = gen.model_spec()
+    assert spec.prompt_overhead_tokens > 16  # more than the slack alone would have allowed
+    for line in lines:
+        assert line["stop_reason"] == "done" and line["error"] is None
+        assert 0 < line["flops"] <= cap and line["flops_by_model"]["verifier"] == 0
+        rendered = trees[line["id"]]["generator_prompt"]
+        assert rendered.startswith("<|im_start|>system\n" + task.system_prompt())
+        prompt_tokens = len(gen.tokenizer(rendered, add_special_tokens=False)["input_ids"])
+        tokens = line["tokens"]["generator"]
+        assert tokens["prompt"] == 2 * prompt_tokens and 0 < tokens["generated"] <= 2 * 96
+        assert tokens["cached"] == prompt_tokens  # the prompt ran once for both samples
+        # the FLOPs are the formula on those counts
+        computed = tokens["prompt"] - tokens["cached"] + tokens["generated"]
+        context = prompt_tokens + -(-tokens["generated"] // 2)
+        assert line["flops"] == flops(spec, computed, context)
+        assert line["answer"] is None or line["answer"] == task.extract_answer(line["trace"])

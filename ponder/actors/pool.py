@@ -52,7 +52,7 @@ from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
 
 from ponder.actors.routing import Replica, Router
 from ponder.search.flops import ModelSpec
-from ponder.search.messages import Request, Result, pack, unpack
+from ponder.search.messages import GenerateRequest, Request, Result, pack, unpack
 
 _PROBE_BACKOFF_S = 0.5  # wait before re-probing a replica that is still unreachable
 
@@ -165,6 +165,12 @@ class ReplicaPool:
         """The served model's ModelSpec, asked of a live replica (blocks)."""
         live = [r for r in self._replicas if not r.retired]
         return ray.get(min(live, key=lambda r: not r.healthy).handle.model_spec.remote())
+
+    def render_prompts(self, requests: list[GenerateRequest]) -> list[str] | None:
+        """The text the model reads for each request, asked of a live replica (blocks); None
+        when its backend reads prefixes as they are (``GeneratorActor.render_prompts``)."""
+        live = [r for r in self._replicas if not r.retired]
+        return ray.get(min(live, key=lambda r: not r.healthy).handle.render_prompts.remote(requests))
 
     def replica_info(self, timeout: float | None = 60.0) -> list[Any]:
         """Each live replica's ``ReplicaInfo`` (blocks; for status and tests)."""

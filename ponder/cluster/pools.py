@@ -66,7 +66,7 @@ def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_
                max_attempts: int = 5, max_restarts: int = -1, timeout_s: float = 600.0,
                task_events: bool = False, max_batch_requests: int | None = None,
                max_batch_tokens: int | None = None,
-               batch_wait_s: float = 0.0) -> tuple[ReplicaPool, RolePlacement]:
+               batch_wait_s: float = 0.0, task: Any = None) -> tuple[ReplicaPool, RolePlacement]:
     """Place and start one role's replicas and wrap them in a ReplicaPool.
 
     Args:
@@ -75,6 +75,7 @@ def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_
         max_in_flight_batches, affinity_margin, max_attempts: see ``ReplicaPool``.
         max_restarts: Ray restarts of each actor (-1: unlimited).
         timeout_s: how long placement and each replica's start may take.
+        task: the job's task; a chat generator takes its system prompt and few-shot turns.
 
     Returns:
         The pool (every replica answered a ping) and its placement, to remove at the end.
@@ -87,7 +88,7 @@ def build_pool(cfg: Any, role: str, *, max_in_flight_batches: int = 2, affinity_
     if role not in ROLE_ACTORS:
         raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLE_ACTORS)}")
     actor_cls, method = ROLE_ACTORS[role]
-    spec = spec_from_config(cfg)
+    spec = spec_from_config(cfg, task if role == "generator" else None)
     placement = RolePlacement(ReplicaResources.from_config(cfg), role, timeout_s=timeout_s)
     remote_cls = ray.remote(actor_cls)
 
@@ -150,17 +151,18 @@ def pool_options(config: Config) -> dict[str, Any]:
                 task_events=engine.ray_task_events)
 
 
-def build_ray_pools(config: Config, connect_ray: bool = True) -> RayPools:
+def build_ray_pools(config: Config, connect_ray: bool = True, task: Any = None) -> RayPools:
     """Create the replica pools ``config`` names, connecting to (or starting) Ray first.
 
     Args:
         config: the job config (``generator``, ``verifier``, ``engine``, ``ray``).
         connect_ray: False when this process is already connected to Ray; then
             shutting the pools down leaves Ray running.
+        task: the job's task (a chat generator renders its prompts with the task's turns).
     """
     runtime = connect(config.ray) if connect_ray else None
     try:
-        pools = build_pools(config.generator, config.verifier, **pool_options(config))
+        pools = build_pools(config.generator, config.verifier, task=task, **pool_options(config))
     except BaseException:
         if runtime is not None:
             runtime.shutdown()

@@ -25,6 +25,7 @@ from ponder.cluster.metrics import RayJobMetrics
 from ponder.cluster.pools import build_ray_pools
 from ponder.cluster.runtime import connect
 from ponder.engine.metrics import NO_METRICS
+from ponder.tasks import task_from_config
 from ponder.engine.service import ACTOR_NAME, NAMESPACE, SERVE_FILE, EngineService
 
 
@@ -32,7 +33,7 @@ class EngineActorBody:
     """What runs inside the Ray actor: an EngineService on Ray replica pools."""
 
     def __init__(self, config: Any, state_dir: str, checkpoint_every_s: float):
-        pools = build_ray_pools(config, connect_ray=False)
+        pools = build_ray_pools(config, connect_ray=False, task=task_from_config(config.task))
         interval = config.engine.metrics_interval_s
         metrics = RayJobMetrics(interval, engine="serve") if interval else NO_METRICS
         self.service = EngineService(config, state_dir, pools, checkpoint_every_s=checkpoint_every_s,

@@ -30,7 +30,7 @@ from ponder.engine.inprocess import InProcessPool, InProcessPools, build_inproce
 from ponder.engine.jobs import JobRunner, problem_seed, token_bound
 from ponder.engine.loop import deliver, dispatch
 from ponder.engine.metrics import NO_METRICS, JobMetrics
-from ponder.engine.pools import Pools, model_specs
+from ponder.engine.pools import Pools, model_specs, rendered_root_prompts
 from ponder.engine.progress import Progress
 from ponder.config import Config
 from ponder.tasks import task_from_config
@@ -132,11 +132,11 @@ class Engine:
         if self._pools is None:
             start = time.monotonic()
             if self.config.ray.mode == "inprocess":
-                self._pools = build_inprocess_pools(self.config.generator, self.config.verifier)
+                self._pools = build_inprocess_pools(self.config.generator, self.config.verifier, self.task)
             else:
                 from ponder.cluster.pools import build_ray_pools  # Ray only when a job uses it
 
-                self._pools = build_ray_pools(self.config)
+                self._pools = build_ray_pools(self.config, task=self.task)
             self.setup_seconds = time.monotonic() - start
         return self._pools
 
@@ -186,6 +186,7 @@ class Engine:
                                checkpoint_every_s=config.output.checkpoint_every_s)
             bar.update(runner.num_finished, runner.totals.num_solved, runner.totals.num_verifiable,
                        flops=runner.budget.job_spent)
+            runner.generator_prompts = rendered_root_prompts(pools.generator, self.task, problems)
             runner.on_finish = lambda record: bar.update(
                 1, int(bool(record.correct)), int(record.correct is not None),
                 flops=runner.budget.job_spent)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ponder.actors.factory import build_backend, spec_from_config
 from ponder.search.flops import ModelSpec
-from ponder.search.messages import Request, Result
+from ponder.search.messages import GenerateRequest, Request, Result
 
 
 class InProcessPool:
@@ -39,6 +39,11 @@ class InProcessPool:
 
     def model_spec(self) -> ModelSpec:
         return self.backend.model_spec()
+
+    def render_prompts(self, requests: list[GenerateRequest]) -> list[str] | None:
+        """The text the model reads for each request; None when the backend reads prefixes as is."""
+        render = getattr(self.backend, "render_prompt", None)  # optional backend method
+        return None if render is None else [render(r) for r in requests]
 
     def dispatch(self, batch: list[Request], tokens: int | None = None) -> None:
         if batch:
@@ -101,13 +106,13 @@ class InProcessPools:
             pool.shutdown()
 
 
-def build_inprocess_pools(generator_config: Any, verifier_config: Any | None) -> InProcessPools:
+def build_inprocess_pools(generator_config: Any, verifier_config: Any | None, task: Any = None) -> InProcessPools:
     """Build the backends two ``ModelConfig``s name, in this process.
 
     Raises:
         ValueError: unknown backend. ImportError: its module or a dependency is missing.
     """
-    specs = {"generator": spec_from_config(generator_config)}
+    specs = {"generator": spec_from_config(generator_config, task)}  # a chat generator takes its turns
     if verifier_config is not None:
         specs["verifier"] = spec_from_config(verifier_config)
     pools = {role: InProcessPool(build_backend(spec, role), role) for role, spec in specs.items()}

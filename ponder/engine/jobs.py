@@ -88,7 +88,9 @@ class JobRunner:
         self.strategy_cls = get_strategy(config.search.strategy)
         self.params = self.strategy_cls.Params.from_dict(config.search.params)
         # How the scheduler prices steps; strategies read it from their JobContext.
-        self.step_costs = StepCosts(specs[0], specs[1], SlackTokenBound(config.budget.token_bound_slack))
+        # The slack covers specials; a backend's input format (chat turns, a PRM's layout) adds its own.
+        slack = config.budget.token_bound_slack + max(spec.prompt_overhead_tokens for spec in specs)
+        self.step_costs = StepCosts(specs[0], specs[1], SlackTokenBound(slack))
         self.state = self._resume() if resume else None
         if self.state is None:
             self.state = self._fresh()
@@ -107,6 +109,7 @@ class JobRunner:
         # results.jsonl starts over from the finished lines, in job order, then grows
         self._results = self.run_dir.open_results(
             self.state.finished[pid] for pid in self.problems if pid in self.state.finished)
+        self.generator_prompts: dict[str, str] = {}  # problem_id -> what the generator read at its root
         self.traces = TraceRecorder(self.run_dir, specs[0].name, specs[1].name, config.search.strategy)
         self.run_dir.write_config(config.to_dict())
         self.run_dir.write_problems(self.problems.values())
@@ -230,7 +233,7 @@ class JobRunner:
             problem = self.problems[answer.problem_id]
             self.traces.record(strategy.tree, problem.problem,
                                lambda a, p=problem: self.task.verify(p, a), record.answer,
-                               record.correct)
+                               record.correct, self.generator_prompts.get(answer.problem_id))
             strategy.tree.clear()  # recorded: nothing reads it again (checkpoints hold active ones)
             if self.on_finish is not None:
                 self.on_finish(record)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 from ponder.search.flops import ModelSpec
-from ponder.search.messages import Request, Result
+from ponder.tasks.base import Problem, Task
+from ponder.search.messages import GenerateRequest, Request, Result
 
 NO_VERIFIER = ModelSpec(name="none", num_params=0, num_layers=0, d_model=0)  # priced when nothing scores
 
@@ -44,10 +45,18 @@ class RolePool(Protocol):
         """Stop serving; queued work is dropped."""
 
 
+class GeneratorPool(RolePool, Protocol):
+    """A generator role's pool: a ``RolePool`` that can also show what its model reads."""
+
+    def render_prompts(self, requests: list[GenerateRequest]) -> list[str] | None:
+        """The text the model reads for each request (chat turns and all); None when the
+        backend reads prefixes as they are."""
+
+
 class Pools(Protocol):
     """A job's generator pool and optional verifier pool."""
 
-    generator: RolePool
+    generator: GeneratorPool
     verifier: RolePool | None  # None: the job has no verifier (strategies that only vote)
 
     def all(self) -> Sequence[RolePool]:
@@ -64,3 +73,14 @@ def model_specs(pools: Pools) -> tuple[ModelSpec, ModelSpec]:
     """``(generator, verifier)`` specs of ``pools`` for FLOP pricing; ``NO_VERIFIER`` without one."""
     verifier = pools.verifier.model_spec() if pools.verifier is not None else NO_VERIFIER
     return pools.generator.model_spec(), verifier
+
+
+def rendered_root_prompts(pool: GeneratorPool, task: Task, problems: Sequence[Problem]) -> dict[str, str]:
+    """What the generator reads at each problem's root (``problem_id -> text``), for the trace;
+    {} when its backend reads the task's prompt as it is."""
+    requests = []
+    for i, problem in enumerate(problems):
+        prompt = task.prompt(problem)
+        requests.append(GenerateRequest(i, prompt, prompt_end=len(prompt)))
+    texts = pool.render_prompts(requests) if requests else None
+    return {} if texts is None else {p.problem_id: t for p, t in zip(problems, texts)}

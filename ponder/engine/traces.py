@@ -50,7 +50,7 @@ ROW_SCHEMA: dict[str, str] = {  # column -> arrow type
 
 def tree_record(tree: Tree, verify: Callable[[str | None], bool | None], *, problem: str,
                 model: str, verifier: str, strategy: str, final_answer: str | None = None,
-                final_correct: bool | None = None) -> dict[str, Any]:
+                final_correct: bool | None = None, generator_prompt: str | None = None) -> dict[str, Any]:
     """One ``trees.jsonl`` line for a finished tree.
 
     Args:
@@ -80,7 +80,8 @@ def tree_record(tree: Tree, verify: Callable[[str | None], bool | None], *, prob
     return {"problem_id": tree.problem_id, "problem": problem, "prompt": tree.prompt,
             "delimiter": tree.delimiter, "model": model, "verifier": verifier, "strategy": strategy,
             "nodes": nodes, "verdicts": verdicts, "no_answer_verdict": terminal_none,
-            "final_answer": final_answer, "final_correct": final_correct}
+            "final_answer": final_answer, "final_correct": final_correct,
+            "generator_prompt": generator_prompt}
 
 
 def record_rows(record: dict[str, Any], run: str = "") -> Iterator[dict[str, Any]]:
@@ -123,12 +124,14 @@ class TraceRecorder:
         self._file = run_dir.open_trees()
 
     def record(self, tree: Tree, problem: str, verify: Callable[[str | None], bool | None],
-               final_answer: str | None = None, final_correct: bool | None = None) -> None:
+               final_answer: str | None = None, final_correct: bool | None = None,
+               generator_prompt: str | None = None) -> None:
         """Write ``tree`` (finished) with the verdicts ``verify`` gives its answers, and the
         answer the search returned with its verdict."""
         line = tree_record(tree, verify, problem=problem, model=self.model,
                            verifier=self.verifier, strategy=self.strategy,
-                           final_answer=final_answer, final_correct=final_correct)
+                           final_answer=final_answer, final_correct=final_correct,
+                           generator_prompt=generator_prompt)
         self._file.write(line)
         self.num_trees += 1
 

@@ -36,7 +36,9 @@ class ModelSpec:
     samples: True if it computes their shared prompt once (the embedded and hf
     backends), False if it may compute it once a sample (vLLM, which gets one
     request a sample and caches only full blocks). Reservations count the prompt
-    accordingly.
+    accordingly. ``prompt_overhead_tokens`` is what the backend's input format adds to
+    every prompt beyond its text (a chat template's turns and system prompt, a PRM's
+    format), which reservations add to their token bound.
     """
 
     name: str
@@ -44,6 +46,7 @@ class ModelSpec:
     num_layers: int
     d_model: int
     prompt_once: bool = False
+    prompt_overhead_tokens: int = 0
 
 
 def flops(spec: ModelSpec, num_computed_tokens: int, context_len: int) -> int:

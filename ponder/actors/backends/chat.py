@@ -98,6 +98,13 @@ class ChatFormat:
         text = self.render(prefix, prompt_end)
         return self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"]
 
+    def overhead_tokens(self) -> int:
+        """Tokens the format adds to a prompt beyond its own (turn markers, system prompt,
+        few-shot turns): what a reservation's byte-count bound of the prompt text misses."""
+        probe = "x"
+        plain = len(self.tokenizer(probe, add_special_tokens=False)["input_ids"])
+        return max(0, len(self.encode(probe)) - plain)
+
     def _render_head(self, prompt: str) -> str:
         if self.template is None:
             shots = "".join(f"{q}{a}\n\n" for q, a in self.few_shot)

@@ -122,7 +122,8 @@ class HFGenerator:
         self.eos_ids = eos_ids(self.model, self.tokenizer)
         self.max_batch_rows = max_batch_rows
         # The prompt runs once for all n samples of a request: reserve it once.
-        self._spec = replace(spec_from_model(model_name(model_path, gguf_file), self.model), prompt_once=True)
+        self._spec = replace(spec_from_model(model_name(model_path, gguf_file), self.model), prompt_once=True,
+                             prompt_overhead_tokens=self.chat.overhead_tokens())
         self._seeds = random.Random(seed)
         self._prefill_kwargs = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
         # transformers renamed past_key_values to cache (and warns on every call with the old name)

@@ -9,6 +9,7 @@ the preset needs and runs it. Nothing is downloaded: models load with
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -90,15 +91,23 @@ class HFVerifier:
         else:
             loader = getattr(transformers, auto_class or _prm_auto_class(path, mode, trust_remote_code, gguf_file))
             self.model = loader.from_pretrained(
-                path, local_files_only=True, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-                **pretrained_kwargs(gguf_file))
+                path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+                **pretrained_kwargs(gguf_file))  # local_files_only among them
         self.model = self.model.to(self.device).eval()
         self.label_ids = None
         if mode == "label_tokens":
             self.label_ids = list(label_token_ids(self.tokenizer, self.convention.label_tokens))
         self.max_batch_paths = max_batch_paths
         self.max_length = max_length or _context_length(self.model.config, self.tokenizer)
-        self._spec = spec_from_model(model_name(path, gguf_file), self.model)
+        self._spec = replace(spec_from_model(model_name(path, gguf_file), self.model),
+                             prompt_overhead_tokens=self._format_overhead())
+
+    def _format_overhead(self) -> int:
+        """Tokens the preset's layout adds to a one-step path beyond its text (system prompt,
+        chat turns, step tags): what a reservation's byte-count bound of the text misses."""
+        ids, _ = encode_path(self.tokenizer, self.convention, "x", ["y"])
+        plain = len(self.tokenizer("x\ny", add_special_tokens=False)["input_ids"])
+        return max(0, len(ids) - plain)
 
     def model_spec(self) -> ModelSpec:
         """Non-embedding parameters, layers and width of the loaded PRM."""

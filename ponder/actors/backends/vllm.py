@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -154,6 +155,7 @@ class VLLMGenerator:
                                              gpu_memory_utilization, kv_cache_memory_bytes, max_model_len,
                                              trust_remote_code, llm_kwargs))
         self.chat = ChatFormat(self.llm.get_tokenizer(), chat_template, system_prompt, few_shot)
+        self._spec = replace(self._spec, prompt_overhead_tokens=self.chat.overhead_tokens())
 
     def model_spec(self) -> ModelSpec:
         """Non-embedding parameters, layers and width, from the checkpoint."""
