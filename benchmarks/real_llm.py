@@ -189,7 +189,7 @@ def main() -> None:
     emit("real_llm", model=Path(gguf_file).stem, problems=args.problems, train=args.train, k=args.k,
          max_tokens=args.max_tokens, table=table, power_law=fit_out, engine_tokens_per_s=engine_tok_s,
          test_accuracy_majority_at_k=test["accuracy"],
-         value_head=None if head_meta is None else {key: head_meta.get(key) for key in ("stats", "train")},
+         value_head=None if head_meta is None else head_meta.get("training"),
          beam=beam, work=str(work))
 
 
