@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ScriptedQATask
+
 from ponder.actors import factory
 from ponder.engine.engine import run_inprocess
 from ponder.config import ConfigError, load_config, resolve_package_path
@@ -16,7 +18,7 @@ from ponder.search import GenerateRequest, ScoreRequest, Tree, get_strategy, ite
 from ponder.search.scripted import ScriptedGenerator, ScriptedProblem
 from ponder.search.strategies.common import add_solution
 from ponder.search.task import split_steps
-from ponder.tasks import Problem, Task, get_task, load_problems
+from ponder.tasks import Problem, get_task, load_problems
 from ponder.tasks import gsm8k
 from ponder.tasks.latex_answer import is_equiv
 from ponder.tasks.math_task import extract_boxed_answer
@@ -190,27 +192,8 @@ def test_scores_off_with_a_scoring_selection_is_refused():
                                      "params": {"selection": "weighted", "score_solutions": False}}})
 
 
-class _LineTask(Task):
-    """Scripted problems' format: a step a line, an ``Answer:`` line ends a path."""
-
-    name = "lines"
-    max_steps = 8
-
-    def prompt(self, problem: Problem) -> str:
-        return f"Q{problem.problem_id}: {problem.problem}\n"
-
-    def is_terminal(self, step: str) -> bool:
-        return step.startswith("Answer:")
-
-    def extract_answer(self, steps: list[str]) -> str | None:
-        return steps[-1][len("Answer:"):].strip() if steps and self.is_terminal(steps[-1]) else None
-
-    def verify(self, problem: Problem, answer: str | None) -> bool | None:
-        return answer == problem.reference
-
-
 def test_majority_vote_runs_with_verifier_null_and_never_asks_for_scores(tmp_path):
-    task = _LineTask()
+    task = ScriptedQATask()
     problems = [Problem(str(i), f"question {i}", reference=str(40 + i)) for i in range(5)]
     generator = ScriptedGenerator([ScriptedProblem(prompt=task.prompt(p), answer=p.reference,
                                                    p_correct=0.8) for p in problems], seed=1)
