@@ -105,7 +105,10 @@ class HFVerifier:
     def _format_overhead(self) -> int:
         """Tokens the preset's layout adds to a one-step path beyond its text (system prompt,
         chat turns, step tags): what a reservation's byte-count bound of the text misses."""
-        ids, _ = encode_path(self.tokenizer, self.convention, "x", ["y"])
+        try:
+            ids, _ = encode_path(self.tokenizer, self.convention, "x", ["y"])
+        except ValueError:  # a layout this tokenizer cannot render: scoring says so, per request
+            return 0
         plain = len(self.tokenizer("x\ny", add_special_tokens=False)["input_ids"])
         return max(0, len(ids) - plain)
 
