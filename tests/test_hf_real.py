@@ -140,6 +140,14 @@ def test_system_prompt_few_shot_and_raw_prompts(gen, task, problems):
     assert template.render(prompt) == f"[user] {prompt.strip()}\n"
 
 
+def test_a_few_shot_example_is_left_out_of_its_own_problem(gen):
+    chat = ChatFormat(gen.tokenizer, "auto", few_shot=[("Q: 1+1?\n\n", "#### 2"), ("Q: 2+2?\n\n", "#### 4")])
+    own = chat.render("Q: 1+1?\n\n")
+    assert "#### 2" not in own and "#### 4" in own and own.count("Q: 1+1?") == 1
+    raw = ChatFormat(gen.tokenizer, "none", few_shot=[("Q: 1+1?\n\n", "#### 2")])
+    assert raw.render("Q: 1+1?\n\n") == "Q: 1+1?\n\n"
+
+
 def test_cut_step_skips_blank_lines_before_a_step():
     assert cut_step("\n\nStep 2: 3 + 4 = 7\nStep 3", ("\n",)) == ("Step 2: 3 + 4 = 7", True)
     assert cut_step("\n", ("\n",)) == ("", False)  # only blank so far: keep decoding

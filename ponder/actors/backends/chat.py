@@ -106,12 +106,14 @@ class ChatFormat:
         return max(0, len(self.encode(probe)) - plain)
 
     def _render_head(self, prompt: str) -> str:
+        # A few-shot example is a train problem: solving that same problem, it would show its answer.
+        examples = [(q, a) for q, a in self.few_shot if q.strip() != prompt.strip()]
         if self.template is None:
-            shots = "".join(f"{q}{a}\n\n" for q, a in self.few_shot)
+            shots = "".join(f"{q}{a}\n\n" for q, a in examples)
             system = f"{self.system_prompt}\n\n" if self.system_prompt else ""
             return system + shots + prompt
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        for q, a in self.few_shot:
+        for q, a in examples:
             messages += [{"role": "user", "content": q.strip()}, {"role": "assistant", "content": a.strip()}]
         # The prompt's trailing newline belongs to raw continuation, not to a user turn.
         messages.append({"role": "user", "content": prompt.strip()})
