@@ -17,7 +17,7 @@ import torch
 from ponder.actors.backends.checkpoint import pretrained_kwargs, resolve_model_path
 from ponder.actors.backends.hf_model import load_tokenizer, model_name, resolve_dtype, spec_from_model
 from ponder.actors.backends.prm import PRMConvention, pick_convention, step_probs
-from ponder.actors.backends.prm_input import check_length, encode_path, label_token_ids
+from ponder.actors.backends.prm_input import encode_path, encode_requests, label_token_ids
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import ScoreRequest, ScoreResult
 
@@ -125,13 +125,7 @@ class HFVerifier:
             ValueError: a path longer than ``max_length`` (naming its request), before any model call.
         """
         # (request index, path index, token ids, scored positions) for every non-empty path
-        jobs = []
-        for i, req in enumerate(requests):
-            for j, steps in enumerate(req.paths):
-                if steps:
-                    ids, positions = encode_path(self.tokenizer, self.convention, req.prompt, steps)
-                    check_length(len(ids), self.max_length, req.request_id, j)
-                    jobs.append((i, j, ids, positions))
+        jobs = encode_requests(self.tokenizer, self.convention, requests, self.max_length)
         scores = [[[] for _ in req.paths] for req in requests]  # request -> path -> step scores
         num_tokens = [0] * len(requests)
         for start in range(0, len(jobs), self.max_batch_paths):

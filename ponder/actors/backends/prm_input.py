@@ -66,6 +66,26 @@ def check_length(num_tokens: int, max_length: int | None, request_id: int, path_
         )
 
 
+def encode_requests(tokenizer, convention: PRMConvention, requests, max_length: int | None
+                    ) -> list[tuple[int, int, list[int], list[int]]]:
+    """Every non-empty path of ``requests`` in the PRM's layout, checked against ``max_length``.
+
+    Returns:
+        ``(request index, path index, token ids, scored positions)`` for each non-empty path.
+
+    Raises:
+        ValueError: a path longer than ``max_length`` (``check_length``), before any model call.
+    """
+    encoded = []
+    for i, req in enumerate(requests):
+        for j, steps in enumerate(req.paths):
+            if steps:
+                ids, positions = encode_path(tokenizer, convention, req.prompt, steps)
+                check_length(len(ids), max_length, req.request_id, j)
+                encoded.append((i, j, ids, positions))
+    return encoded
+
+
 def _step_text(convention: PRMConvention, j: int, step: str) -> str:
     prefix = convention.step_prefix.format(k=j + 1) if convention.step_prefix else ""
     if prefix and step.startswith(prefix.rstrip()):

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from ponder.actors.backends.chat import ChatFormat
 from ponder.actors.backends.checkpoint import dequantized_checkpoint, resolve_model_path
 from ponder.actors.backends.prm import PRMConvention, pick_convention, step_probs
-from ponder.actors.backends.prm_input import check_length, encode_path, label_token_ids
+from ponder.actors.backends.prm_input import encode_requests, label_token_ids
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 
@@ -310,20 +310,14 @@ class VLLMVerifier:
         """
         if self.fallback is not None:
             return self.fallback.score(requests)
-        jobs = []  # (request index, path index, scored positions) of each non-empty path
-        prompts = []
-        for i, req in enumerate(requests):
-            for j, steps in enumerate(req.paths):
-                if steps:
-                    ids, positions = encode_path(self.tokenizer, self.convention, req.prompt, steps)
-                    check_length(len(ids), self.max_length, req.request_id, j)
-                    jobs.append((i, j, positions))
-                    prompts.append({"prompt_token_ids": ids})
+        # (request index, path index, token ids, scored positions) of each non-empty path
+        jobs = encode_requests(self.tokenizer, self.convention, requests, self.max_length)
+        prompts = [{"prompt_token_ids": ids} for _, _, ids, _ in jobs]
         outputs = self.llm.encode(prompts, self._pooling_params, use_tqdm=False,
                                   pooling_task="token_classify") if prompts else []
         scores = [[[] for _ in req.paths] for req in requests]  # request -> path -> step scores
         num_tokens, num_cached = [0] * len(requests), [0] * len(requests)
-        for (i, j, positions), out in zip(jobs, outputs):
+        for (i, j, _, positions), out in zip(jobs, outputs):
             data = out.outputs.data  # (T, 2), (T, C) or (T, 1): every position's logits or value
             scores[i][j] = step_probs(data[positions], self.convention)
             num_tokens[i] += len(out.prompt_token_ids)
