@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import SMALL_PARAMS, inprocess_config, scripted_job
 
-from ponder.engine.engine import problem_seed, run_inprocess, token_bound
+from ponder.engine.engine import problem_seed, run_inprocess
+from ponder.search.flops import SlackTokenBound
 from ponder.engine.results import ProblemRecord, TokenCounts
 from ponder.engine.rundir import read_results
 from ponder.config import load_config
@@ -107,7 +108,7 @@ def test_result_lines_are_the_records_as_dicts(tmp_path):
 
 def test_token_bound_counts_utf8_bytes():
     for text in ("", "1 + 2 = 3\n", "√9 × 8 = 24", "emoji \U0001F600"):
-        assert token_bound(2, text) == len(text.encode("utf-8")) + 2
+        assert SlackTokenBound(2)(text) == len(text.encode("utf-8")) + 2
 
 
 def test_a_finished_job_frees_its_trees_without_the_cycle_collector(tmp_path):

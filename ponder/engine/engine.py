@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 
 from ponder.engine.checkpoint import RequestIds
 from ponder.engine.inprocess import InProcessPool, InProcessPools, build_inprocess_pools
-from ponder.engine.jobs import JobRunner, problem_seed, token_bound
+from ponder.engine.jobs import JobRunner, problem_seed
 from ponder.engine.loop import deliver, dispatch
 from ponder.engine.metrics import NO_METRICS, JobMetrics
 from ponder.engine.pools import Pools, model_specs, rendered_root_prompts
@@ -37,7 +37,7 @@ from ponder.tasks import task_from_config
 from ponder.tasks.base import Problem, Task
 
 __all__ = ["Engine", "EngineError", "problem_seed",
-           "run_inprocess", "run_job", "run_loop", "token_bound"]
+           "run_inprocess", "run_job", "run_loop"]
 
 COLLECT_TIMEOUT_S = 1.0  # collect returns as soon as one batch is back; this only bounds idling
 DRAIN_TIMEOUT_S = 30.0  # how long a finished job waits for requests of its cancelled problems

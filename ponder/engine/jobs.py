@@ -28,7 +28,7 @@ from ponder.engine.results import ProblemRecord, RunTotals, TokenCounts, make_su
 from ponder.engine.rundir import RunDir
 from ponder.engine.traces import TraceRecorder
 from ponder.search.budget import BudgetManager
-from ponder.search.flops import ModelSpec, SlackTokenBound, StepCosts, default_token_bound
+from ponder.search.flops import ModelSpec, SlackTokenBound, StepCosts
 from ponder.search.messages import GenerateRequest, Request, Result
 from ponder.search.scheduler import Plan, Scheduler
 from ponder.search.strategies import get_strategy
@@ -40,11 +40,6 @@ from ponder.tasks.base import Problem, Task
 def problem_seed(job_seed: int, index: int) -> int:
     """The seed of problem ``index``'s strategy: distinct per problem, reproducible per job seed."""
     return (job_seed * 1_000_003 + index) % 2**31
-
-
-def token_bound(slack: int, text: str) -> int:
-    """``default_token_bound`` with ``budget.token_bound_slack`` specials (``SlackTokenBound(slack)(text)``)."""
-    return default_token_bound(text, slack)
 
 
 class JobRunner:
