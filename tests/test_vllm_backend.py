@@ -170,7 +170,7 @@ def test_prefix_cache_hits_are_counted_per_sample(gen, hf_tokenizer):
 def test_model_spec_matches_transformers_count(gen, models):
     from transformers import AutoModelForCausalLM
 
-    from ponder.actors.backends.hf import spec_from_model
+    from ponder.actors.backends.hf_model import spec_from_model
 
     hf = AutoModelForCausalLM.from_pretrained(models["llama"], local_files_only=True)
     expected = spec_from_model("llama", hf)

@@ -180,7 +180,7 @@ def load_base_model(model_path: str | Path, gguf_file: str | None = None, dtype:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ponder.actors.backends.hf import resolve_dtype
+    from ponder.actors.backends.hf_model import resolve_dtype
 
     folder = resolve_model_folder(model_path)
     if gguf_file and not (folder / gguf_file).is_file():

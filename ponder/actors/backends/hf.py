@@ -28,7 +28,6 @@ from ponder.actors.backends.chat import ChatFormat
 from ponder.actors.backends.hf_cache import preallocated_cache
 from ponder.actors.backends.hf_model import (eos_ids, load_model, load_tokenizer, model_name, resolve_dtype,
                                              spec_from_model)
-from ponder.actors.backends.hf_verifier import HFVerifier, _prm_auto_class  # noqa: F401  (the factory finds both here)
 from ponder.kernels import sampling_probs
 from ponder.search.flops import ModelSpec
 from ponder.search.messages import GenerateRequest, GenerateResult

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ponder.actors.backends.hf import spec_from_model
+from ponder.actors.backends.hf_model import spec_from_model
 from ponder.models.hidden_states import encode_path, load_base_model, step_states
 from ponder.models.value_head import check_base, load_head
 from ponder.search.flops import ModelSpec
